@@ -1,0 +1,255 @@
+"""The ``multiplan`` command line: a thin shell over the library.
+
+Exit codes (SPEC §10): 0 done; 1 done with conflicts at or above ``--fail-on``;
+2 bad usage or bad input (one clear line, no traceback); 3 an internal error (one
+line; ``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from multiplan import __version__
+from multiplan.errors import InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger(__name__)
+
+
+class InputFailure(click.ClickException):
+    """An :class:`InputError` shown as one line, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:  # noqa: D102 - click's own API
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class InternalFailure(click.ClickException):
+    """An unexpected error shown as one line, exit code 3."""
+
+    exit_code = 3
+
+    def show(self, file: Any = None) -> None:  # noqa: D102 - click's own API
+        click.echo(f"multiplan: internal error: {self.format_message()}", err=True)
+
+
+@contextlib.contextmanager
+def reporting(debug: bool) -> Iterator[None]:
+    """Map library exceptions to exit codes: InputError → 2, anything else → 3."""
+    try:
+        yield
+    except InputError as exc:
+        if debug:
+            raise
+        raise InputFailure(str(exc)) from None
+    except (
+        click.ClickException,
+        click.exceptions.Exit,
+        click.Abort,
+        KeyboardInterrupt,
+    ):
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise InternalFailure(
+            f"{type(exc).__name__}: {text}; rerun with --debug to see the traceback"
+        ) from None
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    elif verbose == 1:
+        level = logging.INFO
+    elif verbose >= 2:
+        level = logging.DEBUG
+    root = logging.getLogger("multiplan")
+    root.setLevel(level)
+    if not any(getattr(h, "_multiplan", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler._multiplan = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+
+
+def common_options(f: F) -> F:
+    """Add ``-v``, ``-q/--quiet`` and ``--debug`` to a command."""
+
+    @click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="More log output on stderr (-v info, -vv debug).",
+    )
+    @click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="No progress bars and only errors on stderr.",
+    )
+    @click.option(
+        "--debug", is_flag=True, help="Show the traceback of an internal error."
+    )
+    @functools.wraps(f)
+    def wrapper(
+        *args: Any, verbose: int, quiet: bool, debug: bool, **kwargs: Any
+    ) -> Any:
+        _configure_logging(verbose, quiet)
+        ctx = click.get_current_context()
+        ctx.meta["multiplan.quiet"] = quiet
+        with reporting(debug):
+            return f(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+project_argument = click.argument(
+    "project_path",
+    metavar="PROJECT.toml",
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+
+
+def _progress(
+    label: str, total: int
+) -> contextlib.AbstractContextManager[Callable[[str], None]]:
+    """Return a click progress bar on stderr, hidden with --quiet or when stderr is not a terminal."""
+    quiet = click.get_current_context().meta.get("multiplan.quiet", False)
+    if quiet or not sys.stderr.isatty():
+        return contextlib.nullcontext(lambda _item: None)
+
+    @contextlib.contextmanager
+    def bar() -> Iterator[Callable[[str], None]]:
+        with click.progressbar(
+            length=total,
+            label=label,
+            file=sys.stderr,
+            show_pos=True,
+            item_show_func=lambda s: s,
+        ) as b:
+            state = {"first": True}
+
+            def step(item: str) -> None:
+                if not state["first"]:
+                    b.update(1)
+                state["first"] = False
+                b.label = f"{label} {item}"
+                b.render_progress()
+
+            yield step
+            b.update(1)
+
+    return bar()
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="multiplan")
+def main() -> None:
+    r"""Put a district's plans on one map (一张图) and check them against each other.
+
+    \b
+    Example:
+        multiplan layers layers/xinbei/project.toml
+        multiplan rules layers/xinbei/project.toml
+    """
+
+
+@main.command(name="layers")
+@project_argument
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Text for people, JSON for scripts.",
+)
+@common_options
+def layers_cmd(project_path: Path, fmt: str) -> None:
+    r"""Inspect every layer of a project: counts, CRS, geometry, repairs, classes.
+
+    Reads each layer as `check` would and reports what it found: source and
+    driver, text encoding, features, geometry types, source CRS → working CRS,
+    bounds, repaired and skipped geometries, the classes found with their area
+    in 亩, and source codes the crosswalk does not map. A layer that cannot be
+    read is reported and the others still are; the exit code is then 2.
+
+    \b
+    Example:
+        multiplan layers layers/xinbei/project.toml
+        multiplan layers layers/xinbei/project.toml --format json > layers.json
+    """
+    from multiplan.describe import describe_project, format_descriptions
+
+    project = _load(project_path)
+    with _progress("reading", len(project.layers)) as step:
+        descriptions = describe_project(project, progress=step)
+    if fmt == "json":
+        click.echo(json.dumps(descriptions, ensure_ascii=False, indent=2))
+    else:
+        click.echo(format_descriptions(project, descriptions))
+    failed = [d for d in descriptions if d.get("error")]
+    if failed:
+        raise InputFailure(
+            failed[0]["error"]
+            + (
+                f" (and {len(failed) - 1} more layers failed)"
+                if len(failed) > 1
+                else ""
+            )
+        )
+
+
+@main.command(name="rules")
+@project_argument
+@click.option(
+    "--lang",
+    type=click.Choice(["zh", "en"]),
+    default="zh",
+    show_default=True,
+    help="Language of the titles.",
+)
+@common_options
+def rules_cmd(project_path: Path, lang: str) -> None:
+    r"""List the rules that `check` would run, in pack order.
+
+    Every rule pack of the manifest is validated first (unknown keys, duplicate
+    ids, unknown layers, classes or tags).
+
+    \b
+    Example:
+        multiplan rules layers/xinbei/project.toml
+        multiplan rules layers/xinbei/project.toml --lang en
+    """
+    from multiplan.describe import format_rules
+    from multiplan.rules import load_rules
+
+    project = _load(project_path)
+    rules = load_rules(project)
+    click.echo(format_rules(rules, lang=lang))
+
+
+def _load(path: Path) -> Any:
+    from multiplan.project import load_project
+
+    return load_project(path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,220 @@
+"""Descriptions of a project's layers and rules, for ``multiplan layers`` and ``rules``.
+
+Library functions return plain data (dicts of JSON types) and text tables; the
+CLI decides where they go.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+
+from multiplan.classify import load_taxonomy
+from multiplan.crs import parse_crs
+from multiplan.errors import InputError
+from multiplan.layers import Layer, class_areas, load_layer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from multiplan.project import Project
+    from multiplan.rules import Rule
+
+logger = logging.getLogger(__name__)
+
+
+def describe_layer(layer: Layer, project: Project) -> dict[str, Any]:
+    """Return what ``multiplan layers`` shows of one loaded layer, as JSON-able data."""
+    s = layer.stats
+    taxonomy = load_taxonomy(project.search_dirs)
+    working = parse_crs(project.crs)
+    d: dict[str, Any] = {
+        "name": layer.name,
+        "title": layer.spec.title,
+        "kind": layer.spec.kind,
+        "family": layer.family,
+        "source": s.source,
+        "driver": s.driver,
+        "encoding": s.encoding,
+        "encoding_note": s.encoding_note,
+        "source_crs": s.source_crs,
+        "crs_from": s.crs_from,
+        "working_crs": f"EPSG:{working.to_epsg()}"
+        if working.to_epsg()
+        else working.name,
+        "rows": s.rows,
+        "features": s.features,
+        "filtered_out": s.filtered_out,
+        "null": s.null,
+        "empty": s.empty,
+        "repaired": s.repaired,
+        "had_z": s.had_z,
+        "dropped_parts": s.dropped_parts,
+        "buffered": s.buffered,
+        "geometry_types": dict(s.geometry_types),
+        "unmapped": dict(s.unmapped),
+    }
+    if len(layer.frame):
+        d["bounds"] = [
+            round(float(v), 2)
+            for v in shapely.total_bounds(np.asarray(layer.frame.geometry.array))
+        ]
+    if layer.family == "polygon":
+        table = class_areas(layer, project)
+        d["classes"] = [
+            {
+                "class": r["class"],
+                "name": taxonomy.name(r["class"]),
+                "features": int(r["features"]),
+                "area_m2": round(float(r["area_m2"]), 2),
+                "area_mu": round(float(r["area_mu"]), 2),
+            }
+            for _, r in table.iterrows()
+        ]
+    elif len(layer.frame):
+        cls = (
+            layer.frame["_class"]
+            .fillna("<none>")
+            .astype(str)
+            .value_counts()
+            .sort_index()
+        )
+        d["classes"] = [
+            {"class": k, "name": taxonomy.name(k), "features": int(v)}
+            for k, v in cls.items()
+        ]
+    if layer.raster is not None:
+        r = layer.raster
+        vals = r.values.compressed()
+        d["raster"] = {
+            "shape": list(r.shape),
+            "resolution": [float(v) for v in r.res],
+            "dtype": r.dtype,
+            "nodata": r.nodata,
+            "valid_pixels": int(vals.size),
+            "min": float(vals.min()) if vals.size else None,
+            "max": float(vals.max()) if vals.size else None,
+            "mean": float(vals.mean()) if vals.size else None,
+        }
+    return d
+
+
+def describe_project(
+    project: Project, *, progress: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Load and describe every layer; a layer that fails is described by its error."""
+    out = []
+    for name, spec in project.layers.items():
+        if progress is not None:
+            progress(name)
+        try:
+            out.append(describe_layer(load_layer(spec, project), project))
+        except InputError as exc:
+            logger.debug("layer %s failed: %s", name, exc)
+            out.append(
+                {
+                    "name": name,
+                    "title": spec.title,
+                    "kind": spec.kind,
+                    "source": spec.source,
+                    "error": str(exc),
+                }
+            )
+    return out
+
+
+def _n(v: float) -> str:
+    return f"{v:,.2f}"
+
+
+def format_descriptions(
+    project: Project, descriptions: Sequence[dict[str, Any]]
+) -> str:
+    """Format layer descriptions as text for a terminal."""
+    lines = [
+        f"{project.title} ({project.name}) — working CRS {project.crs}, {project.area} areas",
+        "",
+    ]
+    for d in descriptions:
+        head = d["name"] + (f"  {d['title']}" if d.get("title") else "")
+        lines.append(head)
+        if d.get("error"):
+            lines.append(f"  ERROR     {d['error']}")
+            lines.append("")
+            continue
+        enc = f", {d['encoding']}" if d.get("encoding") else ""
+        lines.append(f"  source    {d['source']} ({d['driver']}{enc})")
+        if d.get("encoding_note"):
+            lines.append(f"  note      {d['encoding_note']}")
+        origin = " (from the manifest)" if d["crs_from"] == "manifest" else ""
+        lines.append(f"  CRS       {d['source_crs']}{origin} → {d['working_crs']}")
+        if d["kind"] == "raster" and "raster" in d:
+            r = d["raster"]
+            lines.append(
+                f"  raster    {r['shape'][1]}×{r['shape'][0]} px of {r['resolution'][0]:g}×{r['resolution'][1]:g}, "
+                f"{r['dtype']}, nodata {r['nodata']}, values {r['min']:g}–{r['max']:g} (mean {r['mean']:.4g})"
+                if r["valid_pixels"]
+                else "  raster    no valid pixels"
+            )
+        skipped = f"{d['null']} null, {d['empty']} empty"
+        lines.append(
+            f"  features  {d['features']:,} of {d['rows']:,} rows; repaired {d['repaired']}, skipped {skipped}"
+            + (f", filtered out {d['filtered_out']}" if d["filtered_out"] else "")
+            + (f", Z dropped on {d['had_z']}" if d["had_z"] else "")
+            + (
+                f", non-polygonal parts dropped on {d['dropped_parts']}"
+                if d["dropped_parts"]
+                else ""
+            )
+        )
+        if d["geometry_types"]:
+            gt = ", ".join(f"{k} {v:,}" for k, v in d["geometry_types"].items())
+            lines.append(
+                f"  geometry  {gt}"
+                + (" → buffered to polygons" if d["buffered"] else "")
+            )
+        if "bounds" in d:
+            b = d["bounds"]
+            lines.append(
+                f"  bounds    x {b[0]:,.0f}–{b[2]:,.0f}, y {b[1]:,.0f}–{b[3]:,.0f}"
+            )
+        classes = d.get("classes") or []
+        if classes:
+            lines.append(f"  classes   {len(classes)}")
+            for c in classes[:12]:
+                name = f" {c['name']}" if c.get("name") else ""
+                area = (
+                    f"  {_n(c['area_mu'])} 亩 ({_n(c['area_m2'] / 10000)} ha)"
+                    if "area_mu" in c
+                    else ""
+                )
+                lines.append(
+                    f"    {c['class']}{name}: {c['features']:,} features{area}"
+                )
+            if len(classes) > 12:
+                lines.append(f"    … and {len(classes) - 12} more classes")
+        if d.get("unmapped"):
+            items = ", ".join(f"{k} ({v})" for k, v in list(d["unmapped"].items())[:10])
+            lines.append(
+                f"  UNMAPPED  {sum(d['unmapped'].values()):,} features: {items}"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def format_rules(rules: Sequence[Rule], *, lang: str = "zh") -> str:
+    """Format rules as a text table (one rule a line, then its selectors)."""
+    if not rules:
+        return "no rules (the manifest names no rule pack)\n"
+    lines = []
+    for r in rules:
+        dist = f", within {r.distance:g} m" if r.distance else ""
+        lines.append(f"{r.id}  [{r.severity}]  {r.label(lang)}")
+        lines.append(
+            f"    {r.relation}{dist}: A = {r.a.describe()}; B = {r.b.describe()}; min_area {r.min_area:g} m²"
+        )
+    lines.append(f"{len(rules)} rules")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,142 @@
+"""Geometry preparation: drop Z/M, repair, keep polygonal parts, count everything.
+
+Input repair is the one permitted change to input geometry (SPEC §6): an invalid
+polygon is repaired as ``shapely.make_valid(g, method="structure")`` does, in the
+working CRS, and every repair is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from shapely import GeometryType
+
+logger = logging.getLogger(__name__)
+
+_POLYGONAL = (GeometryType.POLYGON, GeometryType.MULTIPOLYGON)
+_LINEAR = (
+    GeometryType.LINESTRING,
+    GeometryType.LINEARRING,
+    GeometryType.MULTILINESTRING,
+)
+_PUNTAL = (GeometryType.POINT, GeometryType.MULTIPOINT)
+
+
+@dataclass(frozen=True)
+class GeometryCounts:
+    """What preparation did to a layer's geometries."""
+
+    null: int = 0
+    empty: int = 0
+    repaired: int = 0
+    dropped_parts: int = 0
+    had_z: int = 0
+    not_polygonal: int = 0
+
+
+def force_2d(geoms: np.ndarray) -> tuple[np.ndarray, int]:
+    """Drop Z (and M) values; return the geometries and how many had Z."""
+    has_z = shapely.has_z(geoms)
+    n = int(np.count_nonzero(has_z))
+    if n:
+        geoms = geoms.copy()
+        geoms[has_z] = shapely.force_2d(geoms[has_z])
+    return geoms, n
+
+
+def geometry_family(geoms: np.ndarray) -> str:
+    """Return ``"polygon"``, ``"line"``, ``"point"`` or ``"mixed"`` for non-empty geometries.
+
+    A GeometryCollection counts by its parts. An all-empty array is ``"polygon"``.
+
+    Examples
+    --------
+    >>> geometry_family(np.array([shapely.box(0, 0, 1, 1), shapely.Point(0, 0)]))
+    'mixed'
+    """
+    kinds: set[str] = set()
+    for t in np.unique(shapely.get_type_id(geoms)):
+        if t in _POLYGONAL:
+            kinds.add("polygon")
+        elif t in _LINEAR:
+            kinds.add("line")
+        elif t in _PUNTAL:
+            kinds.add("point")
+        elif t == GeometryType.GEOMETRYCOLLECTION:
+            parts = shapely.get_parts(geoms[shapely.get_type_id(geoms) == t])
+            kinds.add(geometry_family(parts) if len(parts) else "polygon")
+    kinds.discard("")
+    if len(kinds) > 1:
+        # a polygon layer whose collections carry stray lines or points is polygonal
+        return "mixed"
+    return kinds.pop() if kinds else "polygon"
+
+
+def polygonal_parts(geoms: np.ndarray) -> tuple[np.ndarray, int]:
+    """Keep only the polygonal parts of each geometry.
+
+    Returns the geometries (Polygon or MultiPolygon, possibly empty) and how many
+    geometries lost a non-polygonal part (a line or point in a collection).
+
+    Examples
+    --------
+    >>> gc = shapely.GeometryCollection([shapely.box(0, 0, 1, 1), shapely.Point(5, 5)])
+    >>> out, n = polygonal_parts(np.array([gc]))
+    >>> out[0].geom_type, n
+    ('Polygon', 1)
+    """
+    types = shapely.get_type_id(geoms)
+    out = geoms.copy()
+    dropped = 0
+    todo = np.flatnonzero(~np.isin(types, [int(t) for t in _POLYGONAL]))
+    for i in todo:
+        g = geoms[i]
+        if g is None or g.is_empty:
+            continue
+        parts = shapely.get_parts(g)
+        polys = [p for p in parts if shapely.get_type_id(p) in (3, 6)]
+        polys = [q for p in polys for q in shapely.get_parts(p)]
+        if len(polys) < len(parts):
+            dropped += 1
+        if not polys:
+            out[i] = shapely.Polygon()
+        elif len(polys) == 1:
+            out[i] = polys[0]
+        else:
+            out[i] = shapely.MultiPolygon(polys)
+    return out, dropped
+
+
+def repair_polygons(geoms: np.ndarray) -> tuple[np.ndarray, int]:
+    """Repair invalid polygons with ``make_valid(method="structure")``.
+
+    Returns the polygonal result and the number of geometries repaired.
+
+    Examples
+    --------
+    >>> bowtie = shapely.Polygon([(0, 0), (2, 2), (2, 0), (0, 2)])
+    >>> out, n = repair_polygons(np.array([bowtie]))
+    >>> n, round(out[0].area, 6), out[0].geom_type
+    (1, 2.0, 'MultiPolygon')
+    """
+    valid = shapely.is_valid(geoms) | shapely.is_missing(geoms)
+    bad = np.flatnonzero(~valid)
+    if not len(bad):
+        return geoms, 0
+    out = geoms.copy()
+    out[bad] = shapely.make_valid(geoms[bad], method="structure", keep_collapsed=False)
+    fixed, _ = polygonal_parts(out[bad])
+    out[bad] = fixed
+    return out, len(bad)
+
+
+def normalise_polygons(geoms: np.ndarray) -> np.ndarray:
+    """Return Polygon/MultiPolygon only: a one-part MultiPolygon stays as it is.
+
+    Collections and non-polygonal parts are removed; ``None`` stays ``None``.
+    """
+    out, _ = polygonal_parts(geoms)
+    return out

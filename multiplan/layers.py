@@ -1,0 +1,483 @@
+"""Load a manifest's layers onto the working CRS and the common taxonomy.
+
+The order is SPEC §3's: source CRS (declared, else the manifest's, else an
+error), a check that the coordinates can belong to it, reprojection, Z/M dropped,
+repair of invalid polygons in the working CRS, polygonal parts only, null and
+empty geometries skipped (counted; row numbers are not reused), buffering, then
+classification through the layer's crosswalk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from multiplan import crs as crs_mod
+from multiplan import geometry
+from multiplan.classify import classify_codes, load_crosswalk
+from multiplan.errors import LayerError
+from multiplan.filters import where_mask
+from multiplan.io import RasterSource, read_raster, read_vector
+
+if TYPE_CHECKING:
+    from pyproj import CRS
+
+    from multiplan.project import LayerSpec, Project
+
+logger = logging.getLogger(__name__)
+
+CLASS_COL = "_class"
+"""Column of a loaded layer holding the taxonomy code or zone tag (or None)."""
+SOURCE_CODE_COL = "_source_code"
+"""Column holding the source class code as text, before the crosswalk."""
+BUFFER_QUAD_SEGS = 16
+GEOMETRY_TYPE_NAMES = {
+    0: "Point",
+    1: "LineString",
+    2: "LinearRing",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
+}
+
+_NO_CLASS = "(no class)"
+Family = Literal["polygon", "line", "point", "raster"]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """What reading a layer found and did, for ``multiplan layers`` and run.json."""
+
+    source: str
+    driver: str
+    encoding: str | None = None
+    encoding_note: str | None = None
+    source_crs: str | None = None
+    crs_from: Literal["source", "manifest"] = "source"
+    rows: int = 0
+    features: int = 0
+    filtered_out: int = 0
+    null: int = 0
+    empty: int = 0
+    repaired: int = 0
+    had_z: int = 0
+    dropped_parts: int = 0
+    geometry_types: Mapping[str, int] = field(default_factory=dict)
+    unmapped: Mapping[str, int] = field(default_factory=dict)
+    buffered: bool = False
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A loaded layer: features in the working CRS, indexed by feature id.
+
+    For a raster used as values (no ``classes``), ``frame`` is empty and
+    ``raster`` holds the band in its own grid.
+    """
+
+    spec: LayerSpec
+    frame: gpd.GeoDataFrame
+    family: Family
+    stats: LayerStats
+    raster: RasterSource | None = None
+
+    @property
+    def name(self) -> str:
+        """Return the layer's manifest name."""
+        return self.spec.name
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def _fail(
+    spec: LayerSpec,
+    message: str,
+    *,
+    key: str | None = None,
+    feature: str | None = None,
+    hint: str | None = None,
+) -> LayerError:
+    return LayerError(
+        message, path=spec.source, layer=spec.name, key=key, feature=feature, hint=hint
+    )
+
+
+def load_layers(
+    project: Project,
+    names: Iterable[str] | None = None,
+    *,
+    progress: Progress | None = None,
+) -> dict[str, Layer]:
+    """Load several layers of a project (all of them by default), in manifest order."""
+    wanted = list(project.layers) if names is None else list(names)
+    out = {}
+    for name in wanted:
+        if progress is not None:
+            progress(name)
+        out[name] = load_layer(project.layers[name], project)
+    return out
+
+
+def load_layer(spec: LayerSpec, project: Project) -> Layer:
+    """Read one layer and bring it onto the working CRS and the taxonomy.
+
+    Raises
+    ------
+    LayerError
+        On anything the user must fix: an unreadable source, a missing field, a
+        missing or impossible CRS, an old datum without a transformation,
+        duplicate ids, a missing buffer width.
+    """
+    working = crs_mod.check_working_crs(project.crs)
+    if spec.kind == "raster":
+        return _load_raster(spec, working)
+    return _load_vector(spec, working)
+
+
+def _source_crs(
+    spec: LayerSpec, declared: CRS | None
+) -> tuple[CRS, Literal["source", "manifest"]]:
+    if declared is not None:
+        if spec.crs is not None and crs_mod.parse_crs(spec.crs) != declared:
+            logger.info(
+                "layer %s: the source declares %s; the manifest's crs %s is not used",
+                spec.name,
+                declared.name,
+                spec.crs,
+            )
+        return declared, "source"
+    if spec.crs is not None:
+        return crs_mod.parse_crs(spec.crs), "manifest"
+    raise _fail(
+        spec,
+        "the source declares no CRS and the manifest gives none",
+        key=f"layers.{spec.name}.crs",
+        hint='Add crs = "EPSG:4549" (or the CRS the data is in) to the layer',
+    )
+
+
+def _check_source_crs(
+    spec: LayerSpec,
+    src: CRS,
+    bounds: tuple[float, float, float, float] | None,
+    origin: str,
+) -> None:
+    label = f"EPSG:{src.to_epsg()}" if src.to_epsg() else src.name
+    datum = crs_mod.old_datum(src)
+    if datum is not None and spec.transformation is None:
+        raise _fail(
+            spec,
+            f"the source is in {label} on the {datum} datum, for which PROJ has only a 'ballpark' transformation tens of metres off",
+            key=f"layers.{spec.name}.transformation",
+            hint='Give transformation = "<PROJ pipeline to the working CRS>" with the locally published parameters, or "ballpark" to accept the error',
+        )
+    if bounds is not None:
+        problem = crs_mod.diagnose_coordinates(bounds, src)
+        if problem is not None:
+            key = f"layers.{spec.name}.crs"
+            where = (
+                "declared by the source"
+                if origin == "source"
+                else "given in the manifest"
+            )
+            raise _fail(
+                spec,
+                f"{problem} (CRS {where})",
+                key=key,
+                hint="Fix the .prj or set the layer's crs to the CRS the coordinates are really in",
+            )
+
+
+def _load_vector(spec: LayerSpec, working: CRS) -> Layer:
+    src = read_vector(spec)
+    frame = src.frame
+    geom_name = frame.geometry.name
+    columns = [c for c in frame.columns if c != geom_name]
+    for key, fld in (
+        ("class_field", spec.class_field),
+        ("id_field", spec.id_field),
+        ("width_field", spec.width_field),
+    ):
+        if fld is not None and fld not in columns:
+            raise _fail(
+                spec,
+                f"no field {fld!r} in the source",
+                key=f"layers.{spec.name}.{key}",
+                hint=f"Fields are: {', '.join(map(str, columns)) or 'none'}",
+            )
+    for fld in spec.where.fields:
+        if fld not in columns:
+            raise _fail(
+                spec,
+                f"the filter reads a field {fld!r} that the source does not have",
+                key=f"layers.{spec.name}.where",
+                hint=f"Fields are: {', '.join(map(str, columns))}",
+            )
+    rows = len(frame)
+    ids = _feature_ids(spec, frame)
+    geoms = np.asarray(frame.geometry.array, dtype=object)
+    null = shapely.is_missing(geoms)
+    empty = ~null & shapely.is_empty(geoms)
+    types = Counter(str(t) for t in shapely.get_type_id(geoms[~null & ~empty]))
+    geometry_types = {
+        GEOMETRY_TYPE_NAMES.get(int(k), k): v for k, v in sorted(types.items())
+    }
+    keep = ~null & ~empty
+    filtered_out = 0
+    if spec.where.conditions:
+        match = where_mask(frame, spec.where)
+        filtered_out = int(np.count_nonzero(keep & ~match))
+        keep &= match
+    src_crs, origin = _source_crs(spec, src.crs)
+    live = geoms[keep]
+    bounds = tuple(shapely.total_bounds(live)) if len(live) else None
+    _check_source_crs(spec, src_crs, bounds, origin)  # type: ignore[arg-type]
+
+    attrs = pd.DataFrame(frame.drop(columns=geom_name)).loc[keep].copy()
+    ids = ids[keep]
+    live, had_z = geometry.force_2d(live)
+    if src_crs != working:
+        transformer = crs_mod.make_transformer(src_crs, working, spec.transformation)
+        live = crs_mod.transform_geometries(live, transformer)
+    family = geometry.geometry_family(live)
+    repaired = dropped = 0
+    if family in ("polygon", "mixed"):
+        if family == "mixed" and not np.any(np.isin(shapely.get_type_id(live), [3, 6])):
+            family = "line"
+        else:
+            family = "polygon"
+    if family == "polygon":
+        live, dropped = geometry.polygonal_parts(live)
+        live, repaired = geometry.repair_polygons(live)
+    now_empty = shapely.is_empty(live)
+    empty_total = int(np.count_nonzero(empty)) + int(np.count_nonzero(now_empty))
+    if now_empty.any():
+        live, attrs, ids = live[~now_empty], attrs.loc[~now_empty], ids[~now_empty]
+    buffered = spec.buffer is not None or spec.width_field is not None
+    if buffered:
+        radius = _radii(spec, attrs, ids)
+        live = shapely.buffer(live, radius, quad_segs=BUFFER_QUAD_SEGS)
+        live, _ = geometry.repair_polygons(live)
+        family = "polygon"
+    unmapped: Counter[str] = Counter()
+    if spec.class_field is not None and spec.crosswalk_path is not None:
+        cw = load_crosswalk(spec.crosswalk_path)
+        classes, unmapped = classify_codes(attrs[spec.class_field], cw)
+        source_codes = attrs[spec.class_field].map(_code_text).to_numpy(dtype=object)
+    else:
+        classes = np.full(len(attrs), spec.cls, dtype=object)
+        source_codes = np.full(len(attrs), None, dtype=object)
+    attrs = attrs.reset_index(drop=True)
+    attrs[CLASS_COL] = pd.Series(classes, dtype=object)
+    attrs[SOURCE_CODE_COL] = pd.Series(source_codes, dtype=object)
+    out = gpd.GeoDataFrame(
+        attrs, geometry=gpd.array.from_shapely(live, crs=working), crs=working
+    )
+    out.index = pd.Index(ids, name="id", dtype=object)
+    stats = LayerStats(
+        source=spec.source,
+        driver=src.driver,
+        encoding=src.encoding,
+        encoding_note=src.encoding_note,
+        source_crs=_crs_label(src_crs),
+        crs_from=origin,  # type: ignore[arg-type]
+        rows=rows,
+        features=len(out),
+        filtered_out=filtered_out,
+        null=int(np.count_nonzero(null)),
+        empty=empty_total,
+        repaired=repaired,
+        had_z=had_z,
+        dropped_parts=dropped,
+        geometry_types=geometry_types,
+        unmapped=dict(sorted(unmapped.items())),
+        buffered=buffered,
+    )
+    logger.info(
+        "layer %s: %d features (%d repaired, %d null, %d empty)",
+        spec.name,
+        len(out),
+        repaired,
+        stats.null,
+        empty_total,
+    )
+    return Layer(spec=spec, frame=out, family=family, stats=stats)  # type: ignore[arg-type]
+
+
+def _code_text(v: object) -> str | None:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def _crs_label(crs: CRS) -> str:
+    code = crs.to_epsg()
+    return f"EPSG:{code} ({crs.name})" if code else crs.name
+
+
+def _feature_ids(spec: LayerSpec, frame: pd.DataFrame) -> np.ndarray:
+    if spec.id_field is None:
+        return np.array([str(i) for i in range(len(frame))], dtype=object)
+    raw = frame[spec.id_field]
+    ids = raw.map(_code_text).to_numpy(dtype=object)
+    missing = np.flatnonzero(pd.isna(ids) | (ids == ""))
+    if len(missing):
+        raise _fail(
+            spec,
+            f"{len(missing)} features have no id in {spec.id_field!r}",
+            key=f"layers.{spec.name}.id_field",
+            feature=f"row {missing[0]}",
+            hint="Fill the ids, or remove id_field to use row numbers",
+        )
+    counts = Counter(ids.tolist())
+    dups = [k for k, v in counts.items() if v > 1]
+    if dups:
+        shown = ", ".join(sorted(dups)[:5])
+        raise _fail(
+            spec,
+            f"{len(dups)} ids in {spec.id_field!r} are not unique ({shown})",
+            key=f"layers.{spec.name}.id_field",
+            feature=sorted(dups)[0],
+            hint="Give each feature its own id, or remove id_field to use row numbers",
+        )
+    return ids
+
+
+def _radii(spec: LayerSpec, attrs: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
+    if spec.buffer is not None:
+        return np.full(len(attrs), spec.buffer)
+    assert spec.width_field is not None
+    width = pd.to_numeric(attrs[spec.width_field], errors="coerce").to_numpy(
+        dtype=float
+    )
+    bad = np.flatnonzero(~np.isfinite(width) | (width <= 0))
+    if len(bad):
+        raise _fail(
+            spec,
+            f"{len(bad)} features have no positive width in {spec.width_field!r}",
+            key=f"layers.{spec.name}.width_field",
+            feature=str(ids[bad[0]]),
+            hint="Fill the widths (full corridor width in metres), or set buffer = <radius> for the layer",
+        )
+    return width / 2.0
+
+
+def _load_raster(spec: LayerSpec, working: CRS) -> Layer:
+    src = read_raster(spec)
+    declared = src.crs
+    src_crs, origin = _source_crs(spec, declared)
+    _check_source_crs(spec, src_crs, src.bounds, origin)
+    stats_kw = {
+        "source": spec.source,
+        "driver": src.driver,
+        "source_crs": _crs_label(src_crs),
+        "crs_from": origin,
+    }
+    if not spec.classes:
+        empty = gpd.GeoDataFrame(
+            {CLASS_COL: pd.Series([], dtype=object)},
+            geometry=gpd.GeoSeries([], crs=working),
+            crs=working,
+        )
+        n = int(src.values.count())
+        stats = LayerStats(**stats_kw, rows=n, features=0)  # type: ignore[arg-type]
+        return Layer(spec=spec, frame=empty, family="raster", stats=stats, raster=src)
+    import rasterio.features
+
+    values = (
+        src.values.filled(np.nan).astype("float64")
+        if src.values.dtype.kind == "f"
+        else src.values.astype("float64").filled(np.nan)
+    )
+    index = np.zeros(values.shape, dtype=np.int32)
+    for i, rc in enumerate(spec.classes, start=1):
+        if rc.value is not None:
+            hit = values == rc.value
+        else:
+            hit = np.ones(values.shape, dtype=bool)
+            if rc.from_value is not None:
+                hit &= values >= rc.from_value
+            if rc.below is not None:
+                hit &= values < rc.below
+        hit &= index == 0
+        hit &= ~np.isnan(values)
+        index[hit] = i
+    polys, cls_idx = [], []
+    for geom, val in rasterio.features.shapes(
+        index, mask=index > 0, transform=src.transform, connectivity=4
+    ):
+        polys.append(shapely.geometry.shape(geom))
+        cls_idx.append(int(val))
+    geoms = np.array(polys, dtype=object)
+    if src_crs != working and len(geoms):
+        geoms = crs_mod.transform_geometries(
+            geoms, crs_mod.make_transformer(src_crs, working, spec.transformation)
+        )
+    geoms, repaired = geometry.repair_polygons(geoms)
+    classes = np.array([spec.classes[i - 1].cls for i in cls_idx], dtype=object)
+    frame = gpd.GeoDataFrame(
+        {
+            CLASS_COL: pd.Series(classes, dtype=object),
+            SOURCE_CODE_COL: pd.Series(
+                [spec.classes[i - 1].describe() for i in cls_idx], dtype=object
+            ),
+        },
+        geometry=gpd.array.from_shapely(geoms, crs=working),
+        crs=working,
+    )
+    frame.index = pd.Index([str(i) for i in range(len(frame))], name="id", dtype=object)
+    stats = LayerStats(
+        **stats_kw,
+        rows=int(src.values.count()),
+        features=len(frame),
+        repaired=repaired,  # type: ignore[arg-type]
+        geometry_types={"Polygon": len(frame)},
+    )
+    return Layer(spec=spec, frame=frame, family="polygon", stats=stats, raster=src)
+
+
+def class_areas(layer: Layer, project: Project) -> pd.DataFrame:
+    """Return features and area (m², 亩) per class of a loaded layer, largest first.
+
+    The area is of the features as they are (overlaps inside the layer count twice).
+    """
+    frame = layer.frame
+    if frame.empty or layer.family != "polygon":
+        return pd.DataFrame({"class": [], "features": [], "area_m2": [], "area_mu": []})
+    areas = crs_mod.area_m2(
+        np.asarray(frame.geometry.array, dtype=object),
+        crs_mod.parse_crs(project.crs),
+        project.area,
+    )
+    df = pd.DataFrame(
+        {
+            "class": frame[CLASS_COL]
+            .fillna(_NO_CLASS if layer.spec.class_field is None else "<unmapped>")
+            .astype(str)
+            .to_numpy(),
+            "area_m2": areas,
+        }
+    )
+    out = (
+        df.groupby("class", sort=True)
+        .agg(features=("area_m2", "size"), area_m2=("area_m2", "sum"))
+        .reset_index()
+    )
+    out["area_mu"] = out["area_m2"] * 15.0 / 10000.0
+    return out.sort_values(
+        ["area_m2", "class"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)
