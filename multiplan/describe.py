@@ -159,23 +159,30 @@ def format_descriptions(
                 if r["valid_pixels"]
                 else "  raster    no valid pixels"
             )
-        skipped = f"{d['null']} null, {d['empty']} empty"
-        lines.append(
-            f"  features  {d['features']:,} of {d['rows']:,} rows; repaired {d['repaired']}, skipped {skipped}"
-            + (f", filtered out {d['filtered_out']}" if d["filtered_out"] else "")
-            + (f", Z dropped on {d['had_z']}" if d["had_z"] else "")
-            + (
-                f", non-polygonal parts dropped on {d['dropped_parts']}"
-                if d["dropped_parts"]
-                else ""
-            )
-        )
-        if d["geometry_types"]:
-            gt = ", ".join(f"{k} {v:,}" for k, v in d["geometry_types"].items())
+        if d["kind"] == "raster":
             lines.append(
-                f"  geometry  {gt}"
-                + (" → buffered to polygons" if d["buffered"] else "")
+                f"  features  {d['features']:,} polygons from {d['rows']:,} valid pixels"
+                if d["features"]
+                else "  features  none: a value raster (give classes = [...] to use it in rules)"
             )
+        else:
+            skipped = f"{d['null']} null, {d['empty']} empty"
+            lines.append(
+                f"  features  {d['features']:,} of {d['rows']:,} rows; repaired {d['repaired']}, skipped {skipped}"
+                + (f", filtered out {d['filtered_out']}" if d["filtered_out"] else "")
+                + (f", Z dropped on {d['had_z']}" if d["had_z"] else "")
+                + (
+                    f", non-polygonal parts dropped on {d['dropped_parts']}"
+                    if d["dropped_parts"]
+                    else ""
+                )
+            )
+            if d["geometry_types"]:
+                gt = ", ".join(f"{k} {v:,}" for k, v in d["geometry_types"].items())
+                lines.append(
+                    f"  geometry  {gt}"
+                    + (" → buffered to polygons" if d["buffered"] else "")
+                )
         if "bounds" in d:
             b = d["bounds"]
             lines.append(

@@ -7,9 +7,11 @@ line can print it as it is and exit with code 2.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from os import PathLike
 
 
@@ -94,3 +96,18 @@ class LayerError(InputError):
 
 class MultiplanWarning(UserWarning):
     """A data problem that does not stop the run."""
+
+
+def valid_keys_hint(word: str, allowed: Sequence[str]) -> str:
+    """Return a hint for an unknown key: the closest valid key, then all of them.
+
+    Examples
+    --------
+    >>> valid_keys_hint("clas_field", ["class_field", "class", "path"])
+    "Did you mean 'class_field'? Valid keys are: class_field, class, path"
+    """
+    close = difflib.get_close_matches(
+        str(word).lower(), list(allowed), n=1, cutoff=0.75
+    )
+    guess = f"Did you mean {close[0]!r}? " if close else ""
+    return f"{guess}Valid keys are: {', '.join(allowed)}"

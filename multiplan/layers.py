@@ -9,6 +9,7 @@ classification through the layer's crosswalk.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -243,7 +244,7 @@ def _load_vector(spec: LayerSpec, working: CRS) -> Layer:
     src_crs, origin = _source_crs(spec, src.crs)
     live = geoms[keep]
     bounds = tuple(shapely.total_bounds(live)) if len(live) else None
-    _check_source_crs(spec, src_crs, bounds, origin)  # type: ignore[arg-type]
+    _check_source_crs(spec, src_crs, bounds, origin)
 
     attrs = pd.DataFrame(frame.drop(columns=geom_name)).loc[keep].copy()
     ids = ids[keep]
@@ -292,7 +293,7 @@ def _load_vector(spec: LayerSpec, working: CRS) -> Layer:
         encoding=src.encoding,
         encoding_note=src.encoding_note,
         source_crs=_crs_label(src_crs),
-        crs_from=origin,  # type: ignore[arg-type]
+        crs_from=origin,
         rows=rows,
         features=len(out),
         filtered_out=filtered_out,
@@ -381,12 +382,12 @@ def _load_raster(spec: LayerSpec, working: CRS) -> Layer:
     declared = src.crs
     src_crs, origin = _source_crs(spec, declared)
     _check_source_crs(spec, src_crs, src.bounds, origin)
-    stats_kw = {
-        "source": spec.source,
-        "driver": src.driver,
-        "source_crs": _crs_label(src_crs),
-        "crs_from": origin,
-    }
+    base = LayerStats(
+        source=spec.source,
+        driver=src.driver,
+        source_crs=_crs_label(src_crs),
+        crs_from=origin,
+    )
     if not spec.classes:
         empty = gpd.GeoDataFrame(
             {CLASS_COL: pd.Series([], dtype=object)},
@@ -394,15 +395,11 @@ def _load_raster(spec: LayerSpec, working: CRS) -> Layer:
             crs=working,
         )
         n = int(src.values.count())
-        stats = LayerStats(**stats_kw, rows=n, features=0)  # type: ignore[arg-type]
+        stats = dataclasses.replace(base, rows=n, features=0)
         return Layer(spec=spec, frame=empty, family="raster", stats=stats, raster=src)
     import rasterio.features
 
-    values = (
-        src.values.filled(np.nan).astype("float64")
-        if src.values.dtype.kind == "f"
-        else src.values.astype("float64").filled(np.nan)
-    )
+    values = np.ma.filled(src.values.astype("float64"), np.nan)
     index = np.zeros(values.shape, dtype=np.int32)
     for i, rc in enumerate(spec.classes, start=1):
         if rc.value is not None:
@@ -440,11 +437,11 @@ def _load_raster(spec: LayerSpec, working: CRS) -> Layer:
         crs=working,
     )
     frame.index = pd.Index([str(i) for i in range(len(frame))], name="id", dtype=object)
-    stats = LayerStats(
-        **stats_kw,
+    stats = dataclasses.replace(
+        base,
         rows=int(src.values.count()),
         features=len(frame),
-        repaired=repaired,  # type: ignore[arg-type]
+        repaired=repaired,
         geometry_types={"Polygon": len(frame)},
     )
     return Layer(spec=spec, frame=frame, family="polygon", stats=stats, raster=src)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from multiplan import crs as crs_mod
 from multiplan.classify import find_classification, known_classifications, load_taxonomy
-from multiplan.errors import CrosswalkError, ManifestError
+from multiplan.errors import CrosswalkError, ManifestError, valid_keys_hint
 from multiplan.filters import Where, parse_where
 
 logger = logging.getLogger(__name__)
@@ -217,17 +217,12 @@ def _check_keys(
         raise _err(path, key, "must be a table")
     for k in table:
         if k not in allowed:
-            close = [
-                a
-                for a in allowed
-                if a.replace("_", "") == str(k).replace("_", "").lower()
-            ]
-            hint = (
-                f"Did you mean {close[0]!r}?"
-                if close
-                else f"Valid keys are: {', '.join(allowed)}"
+            raise _err(
+                path,
+                f"{key}.{k}" if key else str(k),
+                "unknown key",
+                valid_keys_hint(k, allowed),
             )
-            raise _err(path, f"{key}.{k}" if key else str(k), "unknown key", hint)
     return table
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 
 from multiplan.classify import ZONE_TAGS, Taxonomy, load_crosswalk, load_taxonomy
-from multiplan.errors import RulePackError
+from multiplan.errors import RulePackError, valid_keys_hint
 from multiplan.filters import Where, parse_where, where_mask
 from multiplan.project import TAG_RE, Project
 
@@ -180,7 +180,7 @@ def _load_pack(
                 "unknown key",
                 path=pack,
                 key=f"pack.{k}",
-                hint=f"Valid keys are: {', '.join(_PACK_META_KEYS)}",
+                hint=valid_keys_hint(k, _PACK_META_KEYS),
             )
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
@@ -228,7 +228,7 @@ def _parse_rule(
                 "unknown key",
                 path=pack,
                 key=f"{where}.{k}",
-                hint=f"Valid keys are: {', '.join(_RULE_KEYS)}",
+                hint=valid_keys_hint(k, _RULE_KEYS),
             )
     if not isinstance(rid, str) or not rid.strip():
         raise RulePackError(
@@ -345,7 +345,7 @@ def _parse_selector(
                 "unknown key",
                 path=pack,
                 key=f"{key}.{k}",
-                hint=f"Valid keys are: {', '.join(_SELECTOR_KEYS)}",
+                hint=valid_keys_hint(k, _SELECTOR_KEYS),
             )
     layer = raw.get("layer")
     if not isinstance(layer, str) or layer not in project.layers:

@@ -1,0 +1,122 @@
+"""Helpers shared by the tests: data builders, a TOML writer, hashing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import shapely
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "layers" / "xinbei" / "project.toml"
+DEFAULT_PACK = REPO / "rules" / "multiplan-default.toml"
+# a Xinbei-like origin in EPSG:4549
+X0, Y0 = 490_000.0, 3_530_000.0
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str | Path):
+        s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{s}"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def toml_dumps(data: Mapping[str, Any]) -> str:
+    """Write a manifest-shaped dict as TOML: [project], [layers.x], [[rule]]."""
+    out: list[str] = []
+    for key, value in data.items():
+        if key == "layers":
+            for name, table in value.items():
+                out.append(f"[layers.{name}]")
+                out.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+                out.append("")
+        elif key == "rule":
+            for table in value:
+                out.append("[[rule]]")
+                out.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+                out.append("")
+        elif isinstance(value, Mapping):
+            out.append(f"[{key}]")
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+            out.append("")
+        else:
+            out.insert(0, f"{key} = {_toml_value(value)}")
+    return "\n".join(out) + "\n"
+
+
+def squares(
+    n: int, *, size: float = 100.0, x0: float = X0, y0: float = Y0
+) -> list[shapely.Polygon]:
+    """A row of ``n`` touching squares."""
+    return [
+        shapely.box(x0 + i * size, y0, x0 + (i + 1) * size, y0 + size) for i in range(n)
+    ]
+
+
+def zoo() -> dict[str, shapely.Geometry | None]:
+    """Geometries that real plan layers contain."""
+    x, y = X0, Y0
+    return {
+        "square": shapely.box(x, y, x + 100, y + 100),
+        "holed": shapely.Polygon(
+            [(x + 200, y), (x + 300, y), (x + 300, y + 100), (x + 200, y + 100)],
+            [
+                [
+                    (x + 225, y + 25),
+                    (x + 275, y + 25),
+                    (x + 275, y + 75),
+                    (x + 225, y + 75),
+                ]
+            ],
+        ),
+        "multipart": shapely.MultiPolygon(
+            [
+                shapely.box(x + 400, y, x + 450, y + 50),
+                shapely.box(x + 460, y, x + 500, y + 40),
+            ]
+        ),
+        "bowtie": shapely.Polygon(
+            [(x + 600, y), (x + 700, y + 100), (x + 700, y), (x + 600, y + 100)]
+        ),
+        "touching": shapely.box(x + 100, y, x + 200, y + 100),
+        "sliver": shapely.box(x, y + 100, x + 100, y + 100.001),
+        "z": shapely.Polygon(
+            [
+                (x + 800, y, 5),
+                (x + 900, y, 5),
+                (x + 900, y + 100, 7),
+                (x + 800, y + 100, 5),
+            ]
+        ),
+        "empty": shapely.Polygon(),
+        "null": None,
+        "collection": shapely.GeometryCollection(
+            [
+                shapely.box(x + 1000, y, x + 1100, y + 100),
+                shapely.LineString([(x, y), (x + 5, y + 5)]),
+            ]
+        ),
+    }
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under a folder, to prove inputs are unchanged."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def area_mu(area_m2: float) -> float:
+    return area_m2 * 15 / 10000
