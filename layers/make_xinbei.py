@@ -1,7 +1,8 @@
 """Generate the Xinbei (常州市新北区) demo project: its layers and nothing else.
 
-Run from anywhere: ``python layers/make_xinbei.py``. The output is deterministic
-(one seed; GDAL timestamps pinned) and is committed under ``layers/xinbei/``.
+Run from anywhere: ``python layers/make_xinbei.py [OUT_DIR]``. The output is
+deterministic (one seed; GDAL timestamps pinned) and is committed under
+``layers/xinbei/``; a test regenerates it into a temporary folder and compares.
 
 Everything but the district outline is synthetic, made to look and behave like a
 real 多规合一 exercise: a land-use plan (土规) as a GBK shapefile in the zone-
@@ -38,7 +39,9 @@ from rasterio.transform import from_origin
 from shapely import affinity
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "xinbei"
+SOURCES = HERE / "xinbei" / "sources"
+OUT = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else HERE / "xinbei"
+OUT.mkdir(parents=True, exist_ok=True)
 sys.path.insert(0, str(HERE.parent))
 from multiplan.crs import gcj02_to_wgs84  # noqa: E402
 
@@ -113,14 +116,15 @@ def wiggly_line(points_lonlat, amp: float = 250.0, step: float = 200.0):
 
 
 # ---------------------------------------------------------------- district
-src = gpd.read_file(OUT / "sources" / "changzhou_districts.geojson")
+src = gpd.read_file(SOURCES / "changzhou_districts.geojson")
 row = src[src["adcode"].astype(str) == "320411"].iloc[0]
 outline_gcj = row.geometry
 outline_wgs = shapely.transform(
     outline_gcj, gcj02_to_wgs84
 )  # keeps the invalid rings as delivered
-B = shapely.make_valid(project_geoms([outline_wgs], to_work)[0])
-B = max(shapely.get_parts(B), key=lambda g: g.area) if B.geom_type != "Polygon" else B
+B = shapely.make_valid(
+    project_geoms([outline_wgs], to_work)[0], method="structure", keep_collapsed=False
+)
 minx, miny, maxx, maxy = B.bounds
 print(f"district: {B.area / 1e6:.1f} km², bounds {B.bounds}")
 
