@@ -165,9 +165,116 @@ def main() -> None:
 
     \b
     Example:
+        multiplan check layers/xinbei/project.toml
         multiplan layers layers/xinbei/project.toml
         multiplan rules layers/xinbei/project.toml
     """
+
+
+@main.command(name="check")
+@project_argument
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: the manifest's out).",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="RULE_ID",
+    help="Run only this rule (repeatable).",
+)
+@click.option(
+    "--fail-on",
+    "fail_on",
+    type=click.Choice(["high", "medium", "low", "never"]),
+    default="never",
+    show_default=True,
+    help="Exit 1 when conflicts at or above this severity are found.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Threads for the overlay (default: all cores); results are identical for every N.",
+)
+@click.option(
+    "--lang",
+    type=click.Choice(["zh", "en"]),
+    default="zh",
+    show_default=True,
+    help="Language of rule titles in tables.",
+)
+@click.option(
+    "--allow-unmapped",
+    is_flag=True,
+    help="Accept source codes the crosswalk does not map (their class is null).",
+)
+@common_options
+def check_cmd(
+    project_path: Path,
+    out: Path | None,
+    only: tuple[str, ...],
+    fail_on: str,
+    workers: int | None,
+    lang: str,
+    allow_unmapped: bool,
+) -> None:
+    r"""Check a project's plans against its rules and write the conflicts.
+
+    Writes conflicts.gpkg (one row per conflict piece), summary.csv (per rule,
+    UTF-8 with BOM for Excel), by_unit.csv (per town/street, when the manifest
+    has units) and run.json (inputs with SHA-256, software, timings, counts).
+    Exit code 1 when --fail-on finds conflicts at or above that severity.
+
+    \b
+    Example:
+        multiplan check layers/xinbei/project.toml
+        multiplan check layers/xinbei/project.toml --only ECO-01 --fail-on high
+    """
+    from multiplan.check import run_check
+    from multiplan.report import format_closing_table
+
+    project = _load(project_path)
+    with _stage_progress() as progress:
+        result = run_check(
+            project,
+            out=out,
+            only=only or None,
+            workers=workers,
+            allow_unmapped=allow_unmapped,
+            progress=progress,
+        )
+    if not click.get_current_context().meta.get("multiplan.quiet", False):
+        click.echo(format_closing_table(result, lang=lang), err=True, nl=False)
+    if result.fails(fail_on):
+        click.get_current_context().exit(1)
+
+
+@contextlib.contextmanager
+def _stage_progress() -> Iterator[Callable[[str, str], None]]:
+    """Yield a ``progress(stage, item)`` that shows one line per stage on a terminal."""
+    quiet = click.get_current_context().meta.get("multiplan.quiet", False)
+    if quiet or not sys.stderr.isatty():
+        yield lambda _stage, _item: None
+        return
+    state = {"stage": ""}
+
+    def progress(stage: str, item: str) -> None:
+        if stage != state["stage"] and state["stage"]:
+            click.echo("", err=True)
+        state["stage"] = stage
+        click.echo(f"\r\x1b[K{stage} {item}", err=True, nl=False)
+
+    try:
+        yield progress
+    finally:
+        if state["stage"]:
+            click.echo("\r\x1b[K", err=True, nl=False)
 
 
 @main.command(name="layers")

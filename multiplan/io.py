@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from multiplan.project import LayerSpec
 
 logger = logging.getLogger(__name__)
+
+_TMP_MARK = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -283,31 +285,94 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_gpkg(frame: gpd.GeoDataFrame, path: str | Path, *, layer: str) -> None:
     """Write a GeoDataFrame as a one-layer GeoPackage, atomically."""
     with atomic_path(path) as tmp:
-        pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG")
+        gpkg_writer(frame, layer=layer)(tmp)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     """Write a table as UTF-8 CSV with a BOM (so Excel shows Chinese), atomically."""
-    buf = _io.StringIO()
-    frame.to_csv(buf, index=False, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    data = ("\ufeff" + buf.getvalue()).encode("utf-8")
-    write_bytes(data, path)
+    write_bytes(csv_bytes(frame), path)
 
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON (UTF-8, indented, keys in given order), atomically."""
-    write_bytes(
-        (
-            json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n"
-        ).encode("utf-8"),
-        path,
-    )
+    write_bytes(json_bytes(obj), path)
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:
     """Write bytes to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def gpkg_writer(frame: gpd.GeoDataFrame, *, layer: str) -> Callable[[Path], None]:
+    """Return a function that writes ``frame`` as a GeoPackage layer to a path."""
+
+    def write(path: Path) -> None:
+        pyogrio.write_dataframe(frame, path, layer=layer, driver="GPKG")
+
+    return write
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """Return a table as UTF-8 CSV bytes with a BOM, CRLF line ends (as Excel writes)."""
+    buf = _io.StringIO()
+    frame.to_csv(buf, index=False, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Return ``obj`` as indented UTF-8 JSON bytes."""
+    return (
+        json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n"
+    ).encode("utf-8")
+
+
+def write_files(
+    folder: str | Path, writers: Mapping[str, Callable[[Path], None]]
+) -> list[Path]:
+    """Write several files into ``folder`` as one step, as far as a file system allows.
+
+    Every file is first written under a temporary name in the folder (the real
+    extension last); only when all are written are they renamed into place. An
+    error or an interrupt before that leaves every previous output untouched and
+    removes the temporary files; leftovers of a killed run are removed by the
+    next one (:func:`remove_stale_temporaries`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    done: list[tuple[Path, Path]] = []
+    try:
+        for name, write in writers.items():
+            final = folder / name
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{final.stem}{_TMP_MARK}", suffix=final.suffix, dir=folder
+            )
+            os.close(fd)
+            tmp = Path(tmp_name)
+            tmp.unlink()
+            done.append((tmp, final))
+            write(tmp)
+    except BaseException:
+        for tmp, _ in done:
+            for leftover in tmp.parent.glob(tmp.name + "*"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+        raise
+    for tmp, final in done:
+        tmp.replace(final)
+    return [final for _, final in done]
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Remove temporary files that an interrupted run left in ``folder``; return how many."""
+    folder = Path(folder)
+    n = 0
+    if folder.is_dir():
+        for p in folder.glob(f".*{_TMP_MARK}*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                n += 1
+    return n
 
 
 def _json_default(o: object) -> Any:

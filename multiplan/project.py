@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -237,7 +238,7 @@ def _opt_str(table: Mapping[str, Any], k: str, *, path: Path, key: str) -> str |
 
 def _resolve(base: Path, p: str) -> Path:
     q = Path(p).expanduser()
-    return q if q.is_absolute() else (base / q)
+    return q if q.is_absolute() else Path(os.path.normpath(base / q))
 
 
 def _parse(data: Mapping[str, Any], path: Path) -> Project:
