@@ -161,7 +161,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="multiplan")
 def main() -> None:
-    r"""Put a district's plans on one map (一张图) and check them against each other.
+    """Put a district's plans on one map (一张图) and check them against each other.
 
     \b
     Example:
@@ -224,7 +224,7 @@ def check_cmd(
     lang: str,
     allow_unmapped: bool,
 ) -> None:
-    r"""Check a project's plans against its rules and write the conflicts.
+    """Check a project's plans against its rules and write the conflicts.
 
     Writes conflicts.gpkg (one row per conflict piece), summary.csv (per rule,
     UTF-8 with BOM for Excel), by_unit.csv (per town/street, when the manifest
@@ -289,7 +289,7 @@ def _stage_progress() -> Iterator[Callable[[str, str], None]]:
 )
 @common_options
 def layers_cmd(project_path: Path, fmt: str) -> None:
-    r"""Inspect every layer of a project: counts, CRS, geometry, repairs, classes.
+    """Inspect every layer of a project: counts, CRS, geometry, repairs, classes.
 
     Reads each layer as `check` would and reports what it found: source and
     driver, text encoding, features, geometry types, source CRS → working CRS,
@@ -334,7 +334,7 @@ def layers_cmd(project_path: Path, fmt: str) -> None:
 )
 @common_options
 def rules_cmd(project_path: Path, lang: str) -> None:
-    r"""List the rules that `check` would run, in pack order.
+    """List the rules that `check` would run, in pack order.
 
     Every rule pack of the manifest is validated first (unknown keys, duplicate
     ids, unknown layers, classes or tags).

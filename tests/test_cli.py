@@ -20,13 +20,15 @@ def test_version(run):
     assert multiplan.__version__ in r.output
 
 
-@pytest.mark.parametrize("command", [[], ["layers"], ["rules"]])
+@pytest.mark.parametrize("command", [[], ["check"], ["layers"], ["rules"]])
 def test_help_has_an_example(run, command):
     for flag in ("--help", "-h"):
         r = run(*command, flag)
         assert r.exit_code == 0
-        assert "Example:" in r.output
-        assert "layers/xinbei/project.toml" in r.output
+        assert "\n  Example:\n" in r.output
+        # the example block is not re-wrapped: each command stands on its own line
+        assert "\n      multiplan " in r.output
+        assert "layers/xinbei/project.toml\n" in r.output
 
 
 def test_usage_errors_are_exit_2(run):
