@@ -314,7 +314,7 @@ class _Workspace:
         self._inside: dict[str, np.ndarray] = {}
         self._unit_hint: dict[str, np.ndarray] = {}
         self.boundary: shapely.Geometry | None = None
-        if project.boundary:
+        if project.boundary and project.boundary in layers:
             geoms = np.asarray(
                 layers[project.boundary].frame.geometry.array, dtype=object
             )
@@ -322,7 +322,7 @@ class _Workspace:
             shapely.prepare(self.boundary)
         self.unit_geoms: np.ndarray | None = None
         self.unit_names: np.ndarray | None = None
-        if project.units:
+        if project.units and project.units in layers:
             uf = layers[project.units].frame
             self.unit_geoms = np.asarray(uf.geometry.array, dtype=object)
             self.unit_names = np.array(

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _TMP_MARK = ".tmp-"
+GPKG_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 
 
 @dataclass(frozen=True)
@@ -308,7 +309,14 @@ def gpkg_writer(frame: gpd.GeoDataFrame, *, layer: str) -> Callable[[Path], None
     """Return a function that writes ``frame`` as a GeoPackage layer to a path."""
 
     def write(path: Path) -> None:
-        pyogrio.write_dataframe(frame, path, layer=layer, driver="GPKG")
+        # GeoPackages record a last_change time; pin it so that the same inputs give
+        # byte-identical files (the run's own time is in run.json)
+        old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_TIMESTAMP})
+        try:
+            pyogrio.write_dataframe(frame, path, layer=layer, driver="GPKG")
+        finally:
+            pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
 
     return write
 

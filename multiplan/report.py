@@ -133,14 +133,10 @@ def build_by_unit(
                     "area_mu": area * 15.0 / 10000.0,
                 }
             )
-    return pd.DataFrame(rows, columns=list(BY_UNIT_COLUMNS))
-
-
-def _round_table(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    for c in ("area_m2", "area_mu"):
-        if c in out:
-            out[c] = out[c].round(4)
+    out = pd.DataFrame(rows, columns=list(BY_UNIT_COLUMNS))
+    # keep text as objects: pandas 3 would infer a string dtype with NaN for a null unit
+    out["unit"] = pd.Series([r["unit"] for r in rows], dtype=object)
+    out["rule_id"] = pd.Series([r["rule_id"] for r in rows], dtype=object)
     return out
 
 
@@ -336,10 +332,10 @@ def write_check_outputs(
         )
     writers: dict[str, Callable[[Path], None]] = {
         "conflicts.gpkg": gpkg_writer(result.conflicts, layer="conflicts"),
-        "summary.csv": _bytes_writer(csv_bytes(_round_table(result.summary))),
+        "summary.csv": _bytes_writer(csv_bytes(result.summary)),
     }
     if result.by_unit is not None:
-        writers["by_unit.csv"] = _bytes_writer(csv_bytes(_round_table(result.by_unit)))
+        writers["by_unit.csv"] = _bytes_writer(csv_bytes(result.by_unit))
     writers.update(extra or {})
     run = dict(result.run)
     run["outputs"] = [*writers, "run.json"]
