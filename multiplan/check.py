@@ -349,7 +349,9 @@ class _Workspace:
             ]
             if distance > 0:
                 radius = np.full(len(g), distance)
-                g = overlay.parallel_map(_buffer, g, radius, workers=self.workers)
+                g = overlay.parallel_map(
+                    _buffer, g, radius, workers=self.workers, min_chunk=1
+                )
             self._buffered[key] = g
         return self._buffered[key]
 

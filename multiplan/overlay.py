@@ -67,12 +67,17 @@ class Pairs:
 
 
 def parallel_map(
-    fn: Callable[..., np.ndarray], *arrays: np.ndarray, workers: int = 1
+    fn: Callable[..., np.ndarray],
+    *arrays: np.ndarray,
+    workers: int = 1,
+    min_chunk: int = _MIN_CHUNK,
 ) -> np.ndarray:
     """Apply a vectorised shapely function over aligned arrays, split over threads.
 
-    The arrays are cut into contiguous chunks, processed in a thread pool and
-    concatenated in order, so the result equals ``fn(*arrays)`` exactly.
+    The arrays are cut into contiguous chunks of at least ``min_chunk`` items
+    (use 1 for a few expensive items, such as buffering large zones), processed
+    in a thread pool and concatenated in order, so the result equals
+    ``fn(*arrays)`` exactly.
 
     Examples
     --------
@@ -83,9 +88,9 @@ def parallel_map(
     1000.0
     """
     n = len(arrays[0]) if arrays else 0
-    if workers <= 1 or n < 2 * _MIN_CHUNK:
+    if workers <= 1 or n < 2 * min_chunk:
         return np.asarray(fn(*arrays))
-    n_chunks = min(workers * 4, math.ceil(n / _MIN_CHUNK))
+    n_chunks = min(workers * 4, math.ceil(n / min_chunk))
     bounds = np.linspace(0, n, n_chunks + 1).astype(int)
     slices = [slice(s, e) for s, e in itertools.pairwise(bounds) if e > s]
     with ThreadPoolExecutor(max_workers=workers) as pool:
