@@ -379,7 +379,7 @@ class _Workspace:
         b = self.geoms(rule.b, rule.distance)
         same = rule.a.layer == rule.b.layer
         a_ids = np.asarray(self.layers[rule.a.layer].frame.index, dtype=object)
-        pairs = overlay.classify_pairs(a, b)
+        pairs = overlay.classify_pairs(a, b, workers=self.workers)
         if same:
             fa, fb = a_idx[pairs.ia], b_idx[pairs.ib]
             keep = fa != fb

@@ -150,14 +150,15 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
-def classify_pairs(a: np.ndarray, b: np.ndarray) -> Pairs:
+def classify_pairs(a: np.ndarray, b: np.ndarray, *, workers: int = 1) -> Pairs:
     """Find the pairs of ``a`` and ``b`` that intersect and classify each.
 
     Kinds: ``B_COVERS_A`` (the intersection is ``a``), ``A_COVERS_B`` (it is
     ``b``), ``TOUCH`` (the interiors do not meet: no area in common) and
     ``PARTIAL`` (only these need an overlay). All tests are exact predicates run
     on the prepared side (the STRtree's query side, the one with fewer
-    geometries).
+    geometries). With ``workers > 1`` the query geometries are split between
+    threads, each prepared geometry used by one thread only.
 
     Examples
     --------
@@ -173,52 +174,69 @@ def classify_pairs(a: np.ndarray, b: np.ndarray) -> Pairs:
     if not len(a) or not len(b):
         return Pairs(empty, empty, empty.astype(np.int8))
     query_b = len(b) <= len(a)
-    if query_b:
-        shapely.prepare(b)
-        ib, ia = shapely.STRtree(a).query(b, predicate="intersects")
+    query, other = (b, a) if query_b else (a, b)
+    shapely.prepare(query)
+    tree = shapely.STRtree(other)
+    bq, bo = shapely.bounds(query), shapely.bounds(other)
+
+    def work(s: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        iq, io = tree.query(query[s], predicate="intersects")
+        iq = iq.astype(np.intp) + s.start
+        io = io.astype(np.intp)
+        return iq, io, _classify(query, other, iq, io, bq, bo, query_is_b=query_b)
+
+    n = len(query)
+    n_chunks = 1 if workers <= 1 else min(n, workers * 8)
+    edges = np.linspace(0, n, n_chunks + 1).astype(int)
+    slices = [slice(s, e) for s, e in itertools.pairwise(edges) if e > s]
+    if len(slices) == 1:
+        parts = [work(slices[0])]
     else:
-        shapely.prepare(a)
-        ia, ib = shapely.STRtree(b).query(a, predicate="intersects")
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(work, slices))
+    iq = np.concatenate([p[0] for p in parts])
+    io = np.concatenate([p[1] for p in parts])
+    kind = np.concatenate([p[2] for p in parts]).astype(np.int8)
+    ia, ib = (io, iq) if query_b else (iq, io)
     order = np.lexsort((ib, ia))
-    ia, ib = ia[order].astype(np.intp), ib[order].astype(np.intp)
-    kind = np.full(len(ia), PARTIAL, dtype=np.int8)
-    if not len(ia):
-        return Pairs(ia, ib, kind)
-    ba, bb = shapely.bounds(a), shapely.bounds(b)
-    la, lb = ba[ia], bb[ib]
-    # b can cover a only if b's box holds a's box (and the other way round)
-    maybe_b_covers = np.all(lb[:, :2] <= la[:, :2], axis=1) & np.all(
-        lb[:, 2:] >= la[:, 2:], axis=1
+    return Pairs(ia[order], ib[order], kind[order])
+
+
+def _classify(
+    query: np.ndarray,
+    other: np.ndarray,
+    iq: np.ndarray,
+    io: np.ndarray,
+    bq: np.ndarray,
+    bo: np.ndarray,
+    *,
+    query_is_b: bool,
+) -> np.ndarray:
+    """Classify pairs (query[iq], other[io]); the prepared query geometry goes first."""
+    kind = np.full(len(iq), PARTIAL, dtype=np.int8)
+    if not len(iq):
+        return kind
+    lq, lo = bq[iq], bo[io]
+    # a geometry can cover another only if its box holds the other's box
+    q_may_cover = np.all(lq[:, :2] <= lo[:, :2], axis=1) & np.all(
+        lq[:, 2:] >= lo[:, 2:], axis=1
     )
-    maybe_a_covers = np.all(la[:, :2] <= lb[:, :2], axis=1) & np.all(
-        la[:, 2:] >= lb[:, 2:], axis=1
+    o_may_cover = np.all(lo[:, :2] <= lq[:, :2], axis=1) & np.all(
+        lo[:, 2:] >= lq[:, 2:], axis=1
     )
-    sel = np.flatnonzero(maybe_b_covers)
+    sel = np.flatnonzero(q_may_cover)
     if len(sel):
-        # the prepared geometry always goes first
-        hit = (
-            shapely.covers(b[ib[sel]], a[ia[sel]])
-            if query_b
-            else shapely.covered_by(a[ia[sel]], b[ib[sel]])
-        )
-        kind[sel[hit]] = B_COVERS_A
-    sel = np.flatnonzero(maybe_a_covers & (kind == PARTIAL))
+        hit = shapely.covers(query[iq[sel]], other[io[sel]])
+        kind[sel[hit]] = A_COVERS_B if not query_is_b else B_COVERS_A
+    sel = np.flatnonzero(o_may_cover & (kind == PARTIAL))
     if len(sel):
-        hit = (
-            shapely.covered_by(b[ib[sel]], a[ia[sel]])
-            if query_b
-            else shapely.covers(a[ia[sel]], b[ib[sel]])
-        )
-        kind[sel[hit]] = A_COVERS_B
+        hit = shapely.covered_by(query[iq[sel]], other[io[sel]])
+        kind[sel[hit]] = B_COVERS_A if not query_is_b else A_COVERS_B
     sel = np.flatnonzero(kind == PARTIAL)
     if len(sel):
-        hit = (
-            shapely.touches(b[ib[sel]], a[ia[sel]])
-            if query_b
-            else shapely.touches(a[ia[sel]], b[ib[sel]])
-        )
+        hit = shapely.touches(query[iq[sel]], other[io[sel]])
         kind[sel[hit]] = TOUCH
-    return Pairs(ia, ib, kind)
+    return kind
 
 
 def intersect_pieces(
@@ -240,7 +258,7 @@ def intersect_pieces(
     """
     a = np.asarray(a, dtype=object)
     b = np.asarray(b, dtype=object)
-    p = classify_pairs(a, b) if pairs is None else pairs
+    p = classify_pairs(a, b, workers=workers) if pairs is None else pairs
     p = p.take(p.kind != TOUCH)
     out = np.empty(len(p), dtype=object)
     k = p.kind
@@ -248,13 +266,16 @@ def intersect_pieces(
     out[k == A_COVERS_B] = b[p.ib[k == A_COVERS_B]]
     part = np.flatnonzero(k == PARTIAL)
     if len(part):
-        out[part] = polygonal(
-            parallel_map(
-                shapely.intersection, a[p.ia[part]], b[p.ib[part]], workers=workers
-            )
+        out[part] = parallel_map(
+            _intersection, a[p.ia[part]], b[p.ib[part]], workers=workers
         )
     keep = shapely.area(out) > 0
     return p.ia[keep], p.ib[keep], out[keep]
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return the polygonal part of ``a ∩ b``, pairwise (one chunk of a thread pool)."""
+    return polygonal(shapely.intersection(a, b))
 
 
 def difference_pieces(
@@ -277,7 +298,7 @@ def difference_pieces(
     """
     a = np.asarray(a, dtype=object)
     b = np.asarray(b, dtype=object)
-    p = classify_pairs(a, b) if pairs is None else pairs
+    p = classify_pairs(a, b, workers=workers) if pairs is None else pairs
     covered = np.zeros(len(a), dtype=bool)
     covered[p.ia[p.kind == B_COVERS_A]] = True
     p = p.take(np.isin(p.kind, (PARTIAL, A_COVERS_B)) & ~covered[p.ia])
@@ -333,9 +354,7 @@ def clip_pieces(
     idx = idx[~within]
     if len(idx):
         bnd = np.full(len(idx), boundary, dtype=object)
-        out[idx] = polygonal(
-            parallel_map(shapely.intersection, out[idx], bnd, workers=workers)
-        )
+        out[idx] = parallel_map(_intersection, out[idx], bnd, workers=workers)
     return out
 
 
@@ -380,10 +399,8 @@ def split_pieces(
     out_u = [unit_of[done]]
     out_g = [pieces[done]]
     if len(rest):
-        cut = polygonal(
-            parallel_map(
-                shapely.intersection, pieces[rest.ia], units[rest.ib], workers=workers
-            )
+        cut = parallel_map(
+            _intersection, pieces[rest.ia], units[rest.ib], workers=workers
         )
         keep = shapely.area(cut) > 0
         out_i.append(rest.ia[keep])
