@@ -34,7 +34,6 @@ or as a user who may run ``initdb``.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import pickle
@@ -228,7 +227,7 @@ class _ServerMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             total = 0
-            for status in glob.glob("/proc/[0-9]*/status"):
+            for status in Path("/proc").glob("[0-9]*/status"):
                 try:
                     text = Path(status).read_text()
                 except OSError:
@@ -248,14 +247,9 @@ class _ServerMemory:
 def run_duckdb(data, folder):
     import duckdb
 
-    ext = glob.glob(
-        os.path.join(
-            site.getsitepackages()[0],
-            "duckdb_ext",
-            "extensions",
-            "*",
-            "*",
-            "spatial.duckdb_extension",
+    ext = sorted(
+        Path(site.getsitepackages()[0], "duckdb_ext", "extensions").glob(
+            "*/*/spatial.duckdb_extension"
         )
     )
     con = duckdb.connect(config={"threads": 2, "allow_unsigned_extensions": "true"})
@@ -326,7 +320,7 @@ class Postgres:
     """A throw-away PostgreSQL server on a private Unix socket."""
 
     def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
         if not bins:
             raise RuntimeError(
                 "PostgreSQL is not installed (apt-get install postgresql postgis)"
