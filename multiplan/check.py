@@ -49,11 +49,11 @@ CONFLICT_COLUMNS = (
 )
 SORT_COLUMNS = ("rule_id", "a_layer", "a_id", "b_layer", "b_id", "unit")
 FailOn = str  # "high" | "medium" | "low" | "never"
-Progress = Callable[[str, str], None]
-"""A progress callable: ``progress(stage, item)``, called as each item starts."""
+Progress = Callable[[str, int, int, str], None]
+"""A progress callable: ``progress(stage, done, total, item)``, called as each item starts."""
 
 
-def _no_progress(stage: str, item: str) -> None:
+def _no_progress(stage: str, done: int, total: int, item: str) -> None:
     return None
 
 
@@ -121,7 +121,8 @@ def run_check(
     write
         Write the output files (``False`` computes only).
     progress
-        Called as ``progress(stage, item)`` when each layer, rule or file starts.
+        Called as ``progress(stage, done, total, item)`` as each layer, rule or
+        output step starts (no-op by default; the CLI draws a bar).
 
     Raises
     ------
@@ -143,8 +144,8 @@ def run_check(
     t = time.perf_counter()
     needed = _layers_needed(project, rules)
     layers: dict[str, Layer] = {}
-    for name in needed:
-        progress("reading", name)
+    for i, name in enumerate(needed):
+        progress("reading", i, len(needed), name)
         layers[name] = load_layer(project.layers[name], project)
     timings["read"] = time.perf_counter() - t
     _check_layers_for_rules(project, rules, layers, allow_unmapped=allow_unmapped)
@@ -153,8 +154,8 @@ def run_check(
     ws = _Workspace(project, layers, load_taxonomy(project.search_dirs), workers)
     frames = []
     rule_times: dict[str, float] = {}
-    for rule in rules:
-        progress("checking", rule.id)
+    for i, rule in enumerate(rules):
+        progress("checking", i, len(rules), rule.id)
         tr = time.perf_counter()
         frames.append(ws.rule_pieces(rule))
         rule_times[rule.id] = time.perf_counter() - tr
@@ -194,7 +195,7 @@ def run_check(
     result = _replace(result, run=run_info)
     if write:
         t = time.perf_counter()
-        progress("writing", str(out_dir))
+        progress("writing", 0, 1, str(out_dir))
         files = report.write_check_outputs(result, out_dir)
         timings["write"] = time.perf_counter() - t
         result = _replace(result, files=tuple(files))

@@ -256,25 +256,43 @@ def check_cmd(
 
 
 @contextlib.contextmanager
-def _stage_progress() -> Iterator[Callable[[str, str], None]]:
-    """Yield a ``progress(stage, item)`` that shows one line per stage on a terminal."""
+def _stage_progress() -> Iterator[Callable[[str, int, int, str], None]]:
+    """Yield a ``progress(stage, done, total, item)`` drawing one bar per stage on stderr.
+
+    Nothing is drawn with --quiet or when stderr is not a terminal.
+    """
     quiet = click.get_current_context().meta.get("multiplan.quiet", False)
     if quiet or not sys.stderr.isatty():
-        yield lambda _stage, _item: None
+        yield lambda _stage, _done, _total, _item: None
         return
-    state = {"stage": ""}
+    state: dict[str, Any] = {"stage": None, "bar": None}
 
-    def progress(stage: str, item: str) -> None:
-        if stage != state["stage"] and state["stage"]:
-            click.echo("", err=True)
-        state["stage"] = stage
-        click.echo(f"\r\x1b[K{stage} {item}", err=True, nl=False)
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].update(state["bar"].length - state["bar"].pos)
+            state["bar"].render_finish()
+            state["bar"] = None
+
+    def progress(stage: str, done: int, total: int, item: str) -> None:
+        if stage != state["stage"]:
+            close()
+            state["stage"] = stage
+            state["bar"] = click.progressbar(
+                length=max(total, 1),
+                label=f"{stage:<9}",
+                file=sys.stderr,
+                show_pos=True,
+                item_show_func=lambda s: s,
+            )
+        bar = state["bar"]
+        bar.current_item = item
+        bar.update(done - bar.pos)
+        bar.render_progress()
 
     try:
         yield progress
     finally:
-        if state["stage"]:
-            click.echo("\r\x1b[K", err=True, nl=False)
+        close()
 
 
 @main.command(name="layers")

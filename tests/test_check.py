@@ -522,3 +522,17 @@ def test_no_rules_writes_empty_outputs(make, tmp_path):
     assert list(
         pd.read_csv(result.out / "summary.csv", encoding="utf-8-sig").columns
     ) == ["rule_id", "title", "severity", "pieces", "area_m2", "area_mu"]
+
+
+def test_progress_reports_each_stage_with_totals(make):
+    calls = []
+    run_check(make([RES_IN_ZONE]), progress=lambda *args: calls.append(args))
+    stages = [c[0] for c in calls]
+    assert stages == ["reading"] * 4 + ["checking", "writing"]
+    assert [c[1:3] for c in calls if c[0] == "reading"] == [
+        (0, 4),
+        (1, 4),
+        (2, 4),
+        (3, 4),
+    ]
+    assert calls[4] == ("checking", 0, 1, "R1")
