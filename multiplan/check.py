@@ -29,6 +29,8 @@ from multiplan.layers import BUFFER_QUAD_SEGS, CLASS_COL, Layer, load_layer
 from multiplan.rules import SEVERITY_RANK, Rule, Selector, load_rules, select
 
 if TYPE_CHECKING:
+    from multiplan.labels import Lang
+    from multiplan.maps import Tiles
     from multiplan.project import Project
 
 logger = logging.getLogger(__name__)
@@ -100,6 +102,9 @@ def run_check(
     workers: int | None = None,
     allow_unmapped: bool = False,
     write: bool = True,
+    make_map: bool = True,
+    lang: Lang = "zh",
+    tiles: Tiles = "none",
     progress: Progress | None = None,
 ) -> CheckResult:
     """Run every rule of a project and write the outputs of SPEC §6.
@@ -120,6 +125,9 @@ def run_check(
         no class selector matches them); otherwise they are an error.
     write
         Write the output files (``False`` computes only).
+    make_map, lang, tiles
+        Write map.html (SPEC §7) in Chinese or English, with an optional base map
+        (``none``, ``osm``, ``tianditu``, ``gaode``), and report.html.
     progress
         Called as ``progress(stage, done, total, item)`` as each layer, rule or
         output step starts (no-op by default; the CLI draws a bar).
@@ -139,6 +147,10 @@ def run_check(
         from multiplan.report import check_outputs_are_not_inputs
 
         check_outputs_are_not_inputs(project, out_dir)
+        if make_map:
+            from multiplan.maps import check_tiles
+
+            check_tiles(tiles)
     timings["validate"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -195,8 +207,25 @@ def run_check(
     result = _replace(result, run=run_info)
     if write:
         t = time.perf_counter()
+        extra: dict[str, Callable[[Path], None]] = {}
+        if make_map:
+            from multiplan import maps
+
+            progress("drawing", 0, 1, "map.html")
+            map_layers = maps.display_layers(project, layers)
+            html = maps.map_html(
+                maps.build_map(
+                    project, map_layers, conflicts, rules, lang=lang, tiles=tiles
+                )
+            )
+            extra["map.html"] = report.bytes_writer(html.encode("utf-8"))
+            timings["map"] = time.perf_counter() - t
+        extra["report.html"] = report.bytes_writer(
+            report.build_report_html(result, lang=lang).encode("utf-8")
+        )
+        t = time.perf_counter()
         progress("writing", 0, 1, str(out_dir))
-        files = report.write_check_outputs(result, out_dir)
+        files = report.write_check_outputs(result, out_dir, extra)
         timings["write"] = time.perf_counter() - t
         result = _replace(result, files=tuple(files))
     logger.info(

@@ -116,6 +116,14 @@ def common_options(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+tiles_option = click.option(
+    "--tiles",
+    type=click.Choice(["none", "osm", "tianditu", "gaode"]),
+    default="none",
+    show_default=True,
+    help="Base map under the data when online (tianditu needs TIANDITU_KEY; gaode shifts the data to GCJ-02).",
+)
+
 project_argument = click.argument(
     "project_path",
     metavar="PROJECT.toml",
@@ -214,6 +222,8 @@ def main() -> None:
     is_flag=True,
     help="Accept source codes the crosswalk does not map (their class is null).",
 )
+@tiles_option
+@click.option("--no-map", "no_map", is_flag=True, help="Do not draw map.html.")
 @common_options
 def check_cmd(
     project_path: Path,
@@ -223,12 +233,16 @@ def check_cmd(
     workers: int | None,
     lang: str,
     allow_unmapped: bool,
+    tiles: str,
+    no_map: bool,
 ) -> None:
     """Check a project's plans against its rules and write the conflicts.
 
     Writes conflicts.gpkg (one row per conflict piece), summary.csv (per rule,
     UTF-8 with BOM for Excel), by_unit.csv (per town/street, when the manifest
-    has units) and run.json (inputs with SHA-256, software, timings, counts).
+    has units), run.json (inputs with SHA-256, software, timings, counts),
+    map.html (one self-contained file that opens offline by double-click) and
+    report.html.
     Exit code 1 when --fail-on finds conflicts at or above that severity.
 
     \b
@@ -247,6 +261,9 @@ def check_cmd(
             only=only or None,
             workers=workers,
             allow_unmapped=allow_unmapped,
+            make_map=not no_map,
+            lang=lang,  # type: ignore[arg-type]
+            tiles=tiles,  # type: ignore[arg-type]
             progress=progress,
         )
     if not click.get_current_context().meta.get("multiplan.quiet", False):
@@ -293,6 +310,44 @@ def _stage_progress() -> Iterator[Callable[[str, int, int, str], None]]:
         yield progress
     finally:
         close()
+
+
+@main.command(name="map")
+@project_argument
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The folder of an earlier check (default: the manifest's out).",
+)
+@click.option(
+    "--lang",
+    type=click.Choice(["zh", "en"]),
+    default="zh",
+    show_default=True,
+    help="Language of the map.",
+)
+@tiles_option
+@common_options
+def map_cmd(project_path: Path, out: Path | None, lang: str, tiles: str) -> None:
+    """Draw map.html again from the outputs of an earlier check.
+
+    Reads conflicts.gpkg from the output folder and the project's layers, and
+    writes map.html beside them: one file that opens by double-click with no
+    server and no internet.
+
+    \b
+    Example:
+        multiplan map layers/xinbei/project.toml --lang en
+        multiplan map layers/xinbei/project.toml --tiles tianditu
+    """
+    from multiplan.maps import redraw_map
+
+    project = _load(project_path)
+    target = redraw_map(project, out=out, lang=lang, tiles=tiles)  # type: ignore[arg-type]
+    if not click.get_current_context().meta.get("multiplan.quiet", False):
+        click.echo(f"wrote {target}", err=True)
 
 
 @main.command(name="layers")

@@ -332,18 +332,20 @@ def write_check_outputs(
         )
     writers: dict[str, Callable[[Path], None]] = {
         "conflicts.gpkg": gpkg_writer(result.conflicts, layer="conflicts"),
-        "summary.csv": _bytes_writer(csv_bytes(result.summary)),
+        "summary.csv": bytes_writer(csv_bytes(result.summary)),
     }
     if result.by_unit is not None:
-        writers["by_unit.csv"] = _bytes_writer(csv_bytes(result.by_unit))
+        writers["by_unit.csv"] = bytes_writer(csv_bytes(result.by_unit))
     writers.update(extra or {})
     run = dict(result.run)
     run["outputs"] = [*writers, "run.json"]
-    writers["run.json"] = _bytes_writer(json_bytes(run))
+    writers["run.json"] = bytes_writer(json_bytes(run))
     return write_files(out_dir, writers)
 
 
-def _bytes_writer(data: bytes) -> Callable[[Path], None]:
+def bytes_writer(data: bytes) -> Callable[[Path], None]:
+    """Return a function that writes ``data`` to a path."""
+
     def write(path: Path) -> None:
         path.write_bytes(data)
 
@@ -364,3 +366,154 @@ def format_closing_table(result: CheckResult, *, lang: str = "zh") -> str:
     where = f" in {result.out}" if result.out is not None else ""
     lines.append(f"{len(s)} rules, {total:,} pieces{where}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- report.html
+
+
+def _e(value: object) -> str:
+    """HTML-escape any value for the report (also backtick, dollar and backslash, as the map)."""
+    import html
+
+    text = (
+        ""
+        if value is None or (isinstance(value, float) and np.isnan(value))
+        else str(value)
+    )
+    out = html.escape(text, quote=True)
+    for ch in "`$\\":
+        out = out.replace(ch, f"&#{ord(ch)};")
+    return out
+
+
+def _bars(
+    items: Sequence[tuple[str, float]], *, colour: str = "#c0392b", width: int = 640
+) -> str:
+    """Return a horizontal bar chart as inline SVG."""
+    if not items:
+        return ""
+    top = max(v for _, v in items) or 1.0
+    h = 22
+    rows = []
+    for i, (name, v) in enumerate(items):
+        w = max(1.0, (width - 330) * v / top)
+        y = i * h
+        rows.append(
+            f'<text x="0" y="{y + 15}" font-size="12">{_e(name)}</text>'
+            f'<rect x="230" y="{y + 4}" width="{w:.1f}" height="14" fill="{colour}"/>'
+            f'<text x="{236 + w:.1f}" y="{y + 15}" font-size="12">{v:,.2f}</text>'
+        )
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{len(items) * h + 4}">{"".join(rows)}</svg>'
+
+
+def build_report_html(result: CheckResult, *, lang: str = "zh") -> str:
+    """Return report.html: the run for people who do not open GIS, self-contained."""
+    from multiplan.labels import label
+
+    def L(key: str) -> str:
+        return _e(label(key, "en" if lang == "en" else "zh"))
+
+    p = result.project
+    run = result.run
+    s = result.summary
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{_e(p.title)} — {L('report')}</title>",
+        "<style>body{font-family:'PingFang SC','Microsoft YaHei','Noto Sans CJK SC',sans-serif;margin:24px;color:#222}"
+        "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+        "th{background:#f0f0f0}td:first-child{white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums}.high{color:#d7191c;font-weight:600}"
+        ".medium{color:#e67e22}.low{color:#b7950b}h2{margin-top:28px;border-bottom:1px solid #ddd}</style></head><body>",
+        f"<h1>{_e(p.title)} — {L('report')}</h1>",
+        f"<p>{L('generated')}: {_e(run.get('created'))} · multiplan {_e(run.get('multiplan'))} · "
+        f"{L('crs')}: {_e(p.crs)} · {_e(p.area)} · {L('pieces')}: {len(result.conflicts):,}</p>",
+        f"<h2>{L('summary')}</h2><table><tr><th>{L('rule')}</th><th>{L('title')}</th><th>{L('severity')}</th>"
+        f"<th>{L('pieces')}</th><th>{L('m2')}</th><th>{L('mu')}</th><th>{L('ha')}</th></tr>",
+    ]
+    has_value = "value_yuan" in s.columns
+    if has_value:
+        parts[-1] = parts[-1].replace(
+            "</tr>", f"<th>{L('value')} ({L('yuan')})</th></tr>"
+        )
+    for _, r in s.iterrows():
+        value = f"<td class='n'>{r['value_yuan']:,.0f}</td>" if has_value else ""
+        parts.append(
+            f"<tr><td>{_e(r['rule_id'])}</td><td>{_e(r['title'])}</td><td class='{_e(r['severity'])}'>{L(r['severity'])}</td>"
+            f"<td class='n'>{int(r['pieces']):,}</td><td class='n'>{r['area_m2']:,.2f}</td>"
+            f"<td class='n'>{r['area_mu']:,.2f}</td><td class='n'>{r['area_m2'] / 10000:,.2f}</td>{value}</tr>"
+        )
+    parts.append("</table>")
+    parts.append(f"<h3>{L('area_by_rule')}</h3>")
+    parts.append(
+        _bars([(f"{r['rule_id']}", float(r["area_mu"])) for _, r in s.iterrows()])
+    )
+    if result.by_unit is not None and len(result.by_unit):
+        bu = result.by_unit.copy()
+        bu["unit"] = [
+            u if u is not None else label("no_unit", "en" if lang == "en" else "zh")
+            for u in bu["unit"]
+        ]
+        pivot = bu.pivot_table(
+            index="unit",
+            columns="rule_id",
+            values="area_mu",
+            aggfunc="sum",
+            fill_value=0.0,
+        )
+        order = [r.id for r in result.rules if r.id in pivot.columns]
+        pivot = pivot[order]
+        parts.append(
+            f"<h2>{L('by_unit')} ({L('mu')})</h2><table><tr><th>{L('unit')}</th>"
+            + "".join(f"<th>{_e(c)}</th>" for c in order)
+            + "</tr>"
+        )
+        for unit, row in pivot.iterrows():
+            parts.append(
+                f"<tr><td>{_e(unit)}</td>"
+                + "".join(f"<td class='n'>{v:,.2f}</td>" for v in row)
+                + "</tr>"
+            )
+        parts.append("</table>")
+        per_unit = bu.groupby("unit")["area_mu"].sum().sort_values(ascending=False)
+        parts.append(f"<h3>{L('area_by_unit')}</h3>")
+        parts.append(
+            _bars([(str(u), float(v)) for u, v in per_unit.items()], colour="#2e75b6")
+        )
+    c = result.conflicts
+    if len(c):
+        top = c.sort_values(
+            ["area_m2", "rule_id", "a_id"], ascending=[False, True, True], kind="stable"
+        ).head(20)
+        parts.append(
+            f"<h2>{L('largest')}</h2><table><tr><th>{L('rule')}</th><th>{L('feature_a')}</th><th>{L('feature_b')}</th>"
+            f"<th>{L('unit')}</th><th>{L('m2')}</th><th>{L('mu')}</th></tr>"
+        )
+        for _, r in top.iterrows():
+            b = (
+                f"{_e(r['b_layer'])} · {_e(r['b_id'])}"
+                if r["b_layer"] is not None
+                else "—"
+            )
+            parts.append(
+                f"<tr><td>{_e(r['rule_id'])}</td><td>{_e(r['a_layer'])} · {_e(r['a_id'])} · {_e(r['a_class'])}</td>"
+                f"<td>{b}</td><td>{_e(r['unit'])}</td><td class='n'>{r['area_m2']:,.2f}</td><td class='n'>{r['area_mu']:,.3f}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append(
+        f"<h2>{L('inputs')}</h2><table><tr><th>{L('layer')}</th><th>{L('source')}</th><th>{L('crs')}</th>"
+        f"<th>{L('features')}</th><th>{L('repaired')}</th><th>{L('skipped')}</th></tr>"
+    )
+    for name, ly in run.get("counts", {}).get("layers", {}).items():
+        parts.append(
+            f"<tr><td>{_e(name)}</td><td>{_e(ly.get('source'))}</td><td>{_e(ly.get('source_crs'))}</td>"
+            f"<td class='n'>{ly.get('features', 0):,}</td><td class='n'>{ly.get('repaired', 0):,}</td>"
+            f"<td class='n'>{ly.get('null', 0) + ly.get('empty', 0):,}</td></tr>"
+        )
+    parts.append("</table>")
+    sw = run.get("software", {})
+    parts.append(
+        f"<p style='color:#777;font-size:12px'>{L('software')}: "
+        + ", ".join(f"{_e(k)} {_e(v)}" for k, v in sw.items())
+        + "</p>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts)
