@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import shapely
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,3 +121,54 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 def area_mu(area_m2: float) -> float:
     return area_m2 * 15 / 10000
+
+
+PAYLOAD = '<img src=x onerror="window.__pwned=1">'
+TEMPLATE = "${window.__pwned2=1}`\\"
+
+
+def make_hostile_project(tmp_path):
+    """Write and load a project whose ids, names and titles carry HTML and template-literal payloads."""
+    zone = gpd.GeoDataFrame(
+        {"zid": [PAYLOAD], "MC": [TEMPLATE]},
+        geometry=[shapely.box(X0, Y0, X0 + 200, Y0 + 200)],
+        crs="EPSG:4549",
+    )
+    plan = gpd.GeoDataFrame(
+        {"pid": ["p&1", TEMPLATE], "code": ["R21", "M1"]},
+        geometry=[
+            shapely.box(X0 + 100, Y0, X0 + 300, Y0 + 100),
+            shapely.box(X0, Y0 + 100, X0 + 90, Y0 + 190),
+        ],
+        crs="EPSG:4549",
+    )
+    zone.to_file(tmp_path / "zone.gpkg")
+    plan.to_file(tmp_path / "plan.gpkg")
+    (tmp_path / "pack.toml").write_text(
+        '[[rule]]\nid = "X1"\ntitle = "<b>标题</b>${1}"\na = { layer = "plan" }\nb = { layer = "zone" }\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "project.toml").write_text(
+        f"""[project]
+name = "hostile"
+title = "{PAYLOAD.replace('"', "'")} 新北"
+rules = ["pack.toml"]
+out = "out"
+
+[layers.plan]
+title = "<script>window.__pwned3=1</script>"
+path = "plan.gpkg"
+class_field = "code"
+classification = "gb50137"
+id_field = "pid"
+
+[layers.zone]
+path = "zone.gpkg"
+class = "eco_redline"
+id_field = "zid"
+""",
+        encoding="utf-8",
+    )
+    from multiplan.project import load_project
+
+    return load_project(tmp_path / "project.toml")
