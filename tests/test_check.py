@@ -316,6 +316,8 @@ def test_output_files_and_types(make):
     assert sorted(p.name for p in out.iterdir()) == [
         "by_unit.csv",
         "conflicts.gpkg",
+        "map.html",
+        "report.html",
         "run.json",
         "summary.csv",
     ]
@@ -528,7 +530,7 @@ def test_progress_reports_each_stage_with_totals(make):
     calls = []
     run_check(make([RES_IN_ZONE]), progress=lambda *args: calls.append(args))
     stages = [c[0] for c in calls]
-    assert stages == ["reading"] * 4 + ["checking", "writing"]
+    assert stages == ["reading"] * 4 + ["checking", "drawing", "writing"]
     assert [c[1:3] for c in calls if c[0] == "reading"] == [
         (0, 4),
         (1, 4),
