@@ -27,6 +27,14 @@ from multiplan.classify import Taxonomy, load_taxonomy
 from multiplan.errors import LayerError, RulePackError
 from multiplan.layers import BUFFER_QUAD_SEGS, CLASS_COL, Layer, load_layer
 from multiplan.rules import SEVERITY_RANK, Rule, Selector, load_rules, select
+from multiplan.yields import (
+    YieldResult,
+    compute_yield,
+    load_yield_spec,
+    piece_values,
+    yield_layers_needed,
+    yield_writers,
+)
 
 if TYPE_CHECKING:
     from multiplan.labels import Lang
@@ -72,6 +80,7 @@ class CheckResult:
     out: Path | None = None
     files: tuple[Path, ...] = ()
     layers: Mapping[str, Layer] = field(default_factory=dict)
+    yields: YieldResult | None = None
 
     def worst_severity(self) -> str | None:
         """Return the highest severity that has at least one piece, or ``None``."""
@@ -142,6 +151,7 @@ def run_check(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rules = load_rules(project, only=only)
+    yield_spec = load_yield_spec(project)
     out_dir = Path(out) if out is not None else project.out
     if write:
         from multiplan.report import check_outputs_are_not_inputs
@@ -154,7 +164,11 @@ def run_check(
     timings["validate"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    needed = _layers_needed(project, rules)
+    needed = list(
+        dict.fromkeys(
+            [*_layers_needed(project, rules), *yield_layers_needed(project, yield_spec)]
+        )
+    )
     layers: dict[str, Layer] = {}
     for i, name in enumerate(needed):
         progress("reading", i, len(needed), name)
@@ -179,6 +193,18 @@ def run_check(
         )
     conflicts = _sort(_concat(frames, project.crs))
     timings["overlay"] = time.perf_counter() - t
+    yield_result = None
+    if yield_spec is not None:
+        t = time.perf_counter()
+        progress("yield", 0, 1, "yield")
+        if yield_spec.revenue is not None:
+            conflicts.insert(
+                conflicts.columns.get_loc("area_mu") + 1,
+                "value_yuan",
+                piece_values(conflicts, project, yield_spec, layers),
+            )
+        yield_result = compute_yield(project, yield_spec, layers)
+        timings["yield"] = time.perf_counter() - t
 
     from multiplan import report
 
@@ -195,6 +221,7 @@ def run_check(
         run={},
         out=out_dir if write else None,
         layers=layers,
+        yields=yield_result,
     )
     run_info = report.build_run_info(
         result,
@@ -215,11 +242,20 @@ def run_check(
             map_layers = maps.display_layers(project, layers)
             html = maps.map_html(
                 maps.build_map(
-                    project, map_layers, conflicts, rules, lang=lang, tiles=tiles
+                    project,
+                    map_layers,
+                    conflicts,
+                    rules,
+                    lang=lang,
+                    tiles=tiles,
+                    yields=yield_result.parcels if yield_result is not None else None,
+                    indicators=yield_spec.indicators if yield_spec is not None else (),
                 )
             )
             extra["map.html"] = report.bytes_writer(html.encode("utf-8"))
             timings["map"] = time.perf_counter() - t
+        if yield_result is not None and yield_spec is not None:
+            extra.update(yield_writers(yield_result, yield_spec))
         extra["report.html"] = report.bytes_writer(
             report.build_report_html(result, lang=lang).encode("utf-8")
         )

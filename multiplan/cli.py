@@ -350,6 +350,51 @@ def map_cmd(project_path: Path, out: Path | None, lang: str, tiles: str) -> None
         click.echo(f"wrote {target}", err=True)
 
 
+@main.command(name="yield")
+@project_argument
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: the manifest's out).",
+)
+@common_options
+def yield_cmd(project_path: Path, out: Path | None) -> None:
+    """Evaluate land yield (亩均效益): indicators and grades per parcel, scenarios.
+
+    Reads the manifest's [yield] table and writes yield.gpkg, yield.csv,
+    yield_by_unit.csv (and yield_by_park.csv with park_field) and scenarios.csv.
+    `check` does the same when the manifest has [yield], and adds the land value
+    at stake to every conflict piece.
+
+    \b
+    Example:
+        multiplan yield layers/xinbei/project.toml
+    """
+    from multiplan.yields import run_yield
+
+    project = _load(project_path)
+    result, files = run_yield(project, out=out)
+    if not click.get_current_context().meta.get("multiplan.quiet", False):
+        grades = (
+            result.parcels["grade"].value_counts().to_dict()
+            if len(result.parcels)
+            else {}
+        )
+        summary = ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "D"))
+        click.echo(f"{len(result.parcels):,} parcels; grades {summary}", err=True)
+        for _, s in result.scenarios.iterrows():
+            click.echo(
+                f"scenario {s['id']}: gross {s['gross_yuan']:,.0f} 元, net {s['net_yuan']:,.0f} 元",
+                err=True,
+            )
+        click.echo(
+            f"wrote {', '.join(f.name for f in files)} in {files[0].parent if files else out}",
+            err=True,
+        )
+
+
 @main.command(name="layers")
 @project_argument
 @click.option(

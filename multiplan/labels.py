@@ -53,6 +53,12 @@ LABELS: dict[str, tuple[str, str]] = {
     "source": ("来源", "Source"),
     "crs": ("坐标系", "CRS"),
     "attributes": ("属性", "Attributes"),
+    "yield_grade": ("亩均效益评价", "Land yield grade"),
+    "grade": ("等级", "Grade"),
+    "yield": ("亩均效益", "Land yield"),
+    "scenarios": ("情景测算", "Scenarios"),
+    "parcels": ("地块数", "Parcels"),
+    "park": ("园区", "Park"),
 }
 
 

@@ -36,7 +36,7 @@ import shapely
 from multiplan import crs as crs_mod
 from multiplan.classify import load_taxonomy
 from multiplan.errors import InputError
-from multiplan.labels import Lang, labels
+from multiplan.labels import Lang, label, labels
 from multiplan.layers import CLASS_COL
 
 if TYPE_CHECKING:
@@ -47,12 +47,14 @@ if TYPE_CHECKING:
     from multiplan.layers import Layer
     from multiplan.project import Project
     from multiplan.rules import Rule
+    from multiplan.yields import Indicator
 
 logger = logging.getLogger(__name__)
 
 Tiles = Literal["none", "osm", "tianditu", "gaode"]
 TILES: tuple[Tiles, ...] = ("none", "osm", "tianditu", "gaode")
 
+GRADE_COLOURS = {"A": "#1a9641", "B": "#a6d96a", "C": "#fdae61", "D": "#d7191c"}
 SEVERITY_COLOURS = {"high": "#d7191c", "medium": "#f28e2b", "low": "#e6c619"}
 #: Fill colours by 用地用海 level-1 class, after the usual planning colours.
 CLASS_COLOURS = {
@@ -214,6 +216,8 @@ def build_map_data(
     *,
     lang: Lang = "zh",
     tiles: Tiles = "none",
+    yields: pd.DataFrame | None = None,
+    indicators: Sequence[Indicator] = (),
 ) -> dict[str, Any]:
     """Return the JSON-able data the page draws: groups of encoded features, rules, classes."""
     gcj = tiles == "gaode"
@@ -347,6 +351,45 @@ def build_map_data(
     for c in list(classes):
         if c[:2].isdigit() and c[:2] not in classes:
             classes[c[:2]] = taxonomy.name(c[:2]) or c[:2]
+    if yields is not None and len(yields):
+        enc = encode_polygons(
+            _display_geoms(
+                np.asarray(yields.geometry.array, dtype=object),
+                project,
+                _TOLERANCE_M["zone"],
+                gcj02=gcj,
+            )
+        )
+        feats_y = []
+        for k, (fid, grade) in enumerate(
+            zip(yields["id"], yields["grade"], strict=True)
+        ):
+            if not enc[k]:
+                continue
+            values = []
+            for ind in indicators:
+                v = yields[ind.id].iloc[k]
+                values.append(
+                    [
+                        f"{ind.title}",
+                        "—"
+                        if v is None or not np.isfinite(v)
+                        else f"{v:,.2f} {ind.unit}".strip(),
+                    ]
+                )
+            if "score" in yields and np.isfinite(yields["score"].iloc[k]):
+                values.append(["score", f"{yields['score'].iloc[k]:.3f}"])
+            feats_y.append(
+                [enc[k], [str(fid), grade if isinstance(grade, str) else None, values]]
+            )
+        groups.append(
+            {
+                "name": "yield",
+                "title": label("yield_grade", lang),
+                "kind": "yield",
+                "features": feats_y,
+            }
+        )
     bounds = None
     for ly in layers.values():
         if len(ly.frame):
@@ -384,6 +427,7 @@ def build_map_data(
             if len(c) == 2 and c.isdigit()
         ],
         "severity": SEVERITY_COLOURS,
+        "grades": GRADE_COLOURS,
         "bounds": fit,
         "quantum": _QUANTUM,
     }
@@ -414,6 +458,8 @@ def build_map(
     *,
     lang: Lang = "zh",
     tiles: Tiles = "none",
+    yields: pd.DataFrame | None = None,
+    indicators: Sequence[Indicator] = (),
 ) -> folium.Map:
     """Build the shared map as a folium Map (render it with :func:`map_html`).
 
@@ -425,7 +471,16 @@ def build_map(
     import folium
     from branca.element import Element
 
-    data = build_map_data(project, layers, conflicts, rules, lang=lang, tiles=tiles)
+    data = build_map_data(
+        project,
+        layers,
+        conflicts,
+        rules,
+        lang=lang,
+        tiles=tiles,
+        yields=yields,
+        indicators=indicators,
+    )
     m = folium.Map(
         location=None,
         tiles=None,
@@ -620,6 +675,7 @@ function multiplanDraw(map, D) {
       var box = el('div', null, 'mp-popup'); box.appendChild(el('div', group.title, 'mp-title'));
       var t = el('table'); box.appendChild(t);
       if (group.kind === 'plan') { row(t, L_['class'], clsName(p[0])); }
+      else if (group.kind === 'yield') { row(t, L_['id'], p[0]); row(t, L_['grade'], p[1] === null ? '—' : p[1]); (p[2] || []).forEach(function (kv) { row(t, kv[0], kv[1]); }); }
       else if (group.kind === 'conflicts') {
         var r = D.rules[p[0]] || {id: '?', title: '', severity: 'low'};
         row(t, L_['rule'], r.id + ' ' + r.title);
@@ -648,6 +704,7 @@ function multiplanDraw(map, D) {
         if (kind === 'plan') style = {color: '#777', weight: 0.4, fillColor: clsColour(p[0]), fillOpacity: 0.6};
         else if (kind === 'conflicts') { var r = D.rules[p[0]] || {severity: 'low'}; var c = D.severity[r.severity]; style = {color: c, weight: 1.2, fillColor: c, fillOpacity: 0.55}; }
         else if (kind === 'boundary') style = {color: '#222', weight: 2.5, fill: false};
+        else if (kind === 'yield') { var gc = D.grades[p[1]] || '#bbbbbb'; style = {color: '#444', weight: 0.6, fillColor: gc, fillOpacity: 0.75}; }
         else if (kind === 'units') style = {color: '#555', weight: 1, dashArray: '2 4', fill: false};
         else { var s = group.style || {}; style = {color: s.color, weight: 1.5, dashArray: s.dashArray, fillColor: s.fillColor || s.color, fillOpacity: s.fillColor ? 0.25 : 0, fill: !!s.fillColor}; }
         layer = L.polygon(latlngs(g), style);
@@ -681,6 +738,10 @@ function multiplanDraw(map, D) {
       if (g.kind !== 'zone') return; var r = el('div', null, 'row'); var sw = el('span', null, 'sw'); var s = g.style || {};
       sw.style.borderColor = s.color; sw.style.borderStyle = s.dashArray ? 'dashed' : 'solid'; sw.style.background = s.fillColor || 'transparent'; r.appendChild(sw); r.appendChild(document.createTextNode(g.title)); b.appendChild(r);
     });
+    if (D.groups.some(function (g) { return g.kind === 'yield'; })) {
+      b.appendChild(el('h4', L_['yield_grade']));
+      ['A', 'B', 'C', 'D'].forEach(function (k) { var r = el('div', null, 'row'); var sw = el('span', null, 'sw'); sw.style.background = D.grades[k]; r.appendChild(sw); r.appendChild(document.createTextNode(k)); b.appendChild(r); });
+    }
     b.appendChild(el('h4', L_['class']));
     D.level1.forEach(function (k) { var r = el('div', null, 'row'); var sw = el('span', null, 'sw'); sw.style.background = k[2]; r.appendChild(sw); r.appendChild(document.createTextNode(k[0] + ' ' + k[1])); b.appendChild(r); });
     L.DomEvent.disableScrollPropagation(b); return b;

@@ -71,32 +71,40 @@ def build_summary(
     *,
     lang: str = "zh",
 ) -> pd.DataFrame:
-    """Return summary.csv: one row per rule in pack order, rules without pieces included."""
-    rows = []
+    """Return summary.csv: one row per rule in pack order, rules without pieces included.
+
+    With land yield, ``value_yuan`` is the land value at stake summed over the
+    rule's pieces.
+    """
+    n = len(conflicts)
     geoms = (
         np.asarray(conflicts.geometry.array, dtype=object)
-        if len(conflicts)
+        if n
         else np.zeros(0, dtype=object)
     )
     rid = (
-        conflicts["rule_id"].to_numpy(dtype=object)
-        if len(conflicts)
-        else np.zeros(0, dtype=object)
+        conflicts["rule_id"].to_numpy(dtype=object) if n else np.zeros(0, dtype=object)
     )
+    has_value = "value_yuan" in conflicts.columns
+    values = conflicts["value_yuan"].to_numpy(dtype=float) if has_value else np.zeros(0)
+    rows = []
     for r in rules:
-        mine = geoms[rid == r.id]
-        area = _union_area(mine, project)
-        rows.append(
-            {
-                "rule_id": r.id,
-                "title": r.label(lang),
-                "severity": r.severity,
-                "pieces": len(mine),
-                "area_m2": area,
-                "area_mu": area * 15.0 / 10000.0,
-            }
-        )
-    out = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+        mine = rid == r.id
+        area = _union_area(geoms[mine], project)
+        row = {
+            "rule_id": r.id,
+            "title": r.label(lang),
+            "severity": r.severity,
+            "pieces": int(mine.sum()),
+            "area_m2": area,
+            "area_mu": area * 15.0 / 10000.0,
+        }
+        if has_value:
+            row["value_yuan"] = float(np.nansum(values[mine]))
+        rows.append(row)
+    out = pd.DataFrame(
+        rows, columns=[*SUMMARY_COLUMNS, *(["value_yuan"] if has_value else [])]
+    )
     out["pieces"] = out["pieces"].astype(int)
     return out
 
@@ -478,6 +486,8 @@ def build_report_html(result: CheckResult, *, lang: str = "zh") -> str:
         parts.append(
             _bars([(str(u), float(v)) for u, v in per_unit.items()], colour="#2e75b6")
         )
+    if result.yields is not None:
+        parts.append(_yield_section(result.yields, L))
     c = result.conflicts
     if len(c):
         top = c.sort_values(
@@ -516,4 +526,62 @@ def build_report_html(result: CheckResult, *, lang: str = "zh") -> str:
         + "</p>"
     )
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _yield_section(y: Any, L: Callable[[str], str]) -> str:
+    """Return the land-yield part of report.html: grades per park and unit, scenarios."""
+    parts = [f"<h2>{L('yield')}</h2>"]
+    grades = (
+        y.parcels["grade"].to_numpy(dtype=object) if len(y.parcels) else np.array([])
+    )
+    counts = ", ".join(
+        f"{g}: {int((grades == g).sum()):,}" for g in ("A", "B", "C", "D")
+    )
+    parts.append(
+        f"<p>{L('parcels')}: {len(y.parcels):,} · {L('grade')} {_e(counts)}</p>"
+    )
+    for title_key, table in (("park", y.by_park), ("unit", y.by_unit)):
+        if table is None or not len(table):
+            continue
+        cols = [c for c in table.columns if c not in ("area_m2",)]
+        parts.append(
+            f"<h3>{L(title_key)}</h3><table><tr>"
+            + "".join(f"<th>{_e(c)}</th>" for c in cols)
+            + "</tr>"
+        )
+        for _, r in table.iterrows():
+            cells = []
+            for c in cols:
+                v = r[c]
+                if isinstance(v, float):
+                    cells.append(
+                        f"<td class='n'>{'' if np.isnan(v) else f'{v:,.2f}'}</td>"
+                    )
+                elif isinstance(v, int | np.integer):
+                    cells.append(f"<td class='n'>{int(v):,}</td>")
+                else:
+                    cells.append(f"<td>{_e(v)}</td>")
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</table>")
+    if len(y.scenarios):
+        parts.append(
+            f"<h3>{L('scenarios')}</h3><table><tr>"
+            + "".join(f"<th>{_e(c)}</th>" for c in y.scenarios.columns)
+            + "</tr>"
+        )
+        for _, r in y.scenarios.iterrows():
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f"<td class='n'>{v:,.2f}</td>"
+                    if isinstance(v, float)
+                    else f"<td class='n'>{v:,}</td>"
+                    if isinstance(v, int | np.integer)
+                    else f"<td>{_e(v)}</td>"
+                    for v in r
+                )
+                + "</tr>"
+            )
+        parts.append("</table>")
     return "\n".join(parts)
