@@ -395,6 +395,114 @@ def yield_cmd(project_path: Path, out: Path | None) -> None:
         )
 
 
+@main.command(name="fuse")
+@project_argument
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: the manifest's out).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Threads for the conflict check.",
+)
+@common_options
+def fuse_cmd(project_path: Path, out: Path | None, workers: int | None) -> None:
+    """Build the one map (一张图): onemap.gpkg, and the two-plan differences.
+
+    Writes onemap.gpkg (layer onemap): the faces of the overlay of the [fusion]
+    layers inside the boundary, each with every layer's ids and class, the
+    resolved class and source by [fusion] priority, and the rules whose
+    conflicts cover it. With [fusion] compare = [first, second] also
+    differences.gpkg (numbered difference patches, 差异图斑, with empty ledger
+    columns for sign-off) and differences.csv (area by class and unit).
+
+    \b
+    Example:
+        multiplan fuse layers/xinbei/project.toml
+    """
+    from multiplan.fuse import run_fuse
+
+    project = _load(project_path)
+    result, files = run_fuse(project, out=out, workers=workers)
+    if not click.get_current_context().meta.get("multiplan.quiet", False):
+        click.echo(f"{len(result.faces):,} faces", err=True)
+        if result.patches is not None:
+            counts = result.patches["diff_class"].value_counts().to_dict()
+            click.echo(
+                f"difference patches: 02 {counts.get('02', 0):,}, 03 {counts.get('03', 0):,}",
+                err=True,
+            )
+        click.echo(
+            f"wrote {', '.join(f.name for f in files)} in {files[0].parent}", err=True
+        )
+
+
+@main.command(name="site")
+@project_argument
+@click.argument("site", metavar="SITE")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: the manifest's out).",
+)
+@click.option(
+    "--lang",
+    type=click.Choice(["zh", "en"]),
+    default="zh",
+    show_default=True,
+    help="Language of the map.",
+)
+@common_options
+def site_cmd(project_path: Path, site: str, out: Path | None, lang: str) -> None:
+    """Screen a proposed site against every layer; exit 1 if it touches [site] forbid.
+
+    SITE is a vector file or a WKT polygon in the working CRS. Writes site.csv
+    (layer, class, features, area_m2, area_mu, share of the site) and site.html
+    (a small map centred on the site).
+
+    \b
+    Example:
+        multiplan site layers/xinbei/project.toml site.geojson
+        multiplan site layers/xinbei/project.toml "POLYGON ((490000 3530000, 490300 3530000, 490300 3530300, 490000 3530000))"
+    """
+    from multiplan.site import run_site
+
+    project = _load(project_path)
+    result, files = run_site(project, site, out=out, lang=lang)
+    if not click.get_current_context().meta.get("multiplan.quiet", False):
+        for _, r in result.table.iterrows():
+            flag = (
+                "  FORBIDDEN"
+                if (
+                    (result.forbidden["layer"] == r["layer"])
+                    & (result.forbidden["class"].astype(object) == r["class"])
+                ).any()
+                else ""
+            )
+            click.echo(
+                f"{r['layer']:<16} {r['class'] or ''!s:<20} {int(r['features']):>5} features {r['area_mu']:>12,.2f} 亩 {r['share']:>7.1%}{flag}",
+                err=True,
+            )
+        click.echo(
+            f"wrote {', '.join(f.name for f in files)} in {files[0].parent}", err=True
+        )
+    if result.fails:
+        names = "; ".join(
+            f"{layer}: {', '.join(map(str, list(result.hits[layer].index)[:5]))}"
+            for layer in sorted(set(result.forbidden["layer"]))
+        )
+        click.echo(f"the site touches what [site] forbids: {names}", err=True)
+        click.get_current_context().exit(1)
+
+
 @main.command(name="layers")
 @project_argument
 @click.option(

@@ -1,0 +1,256 @@
+"""The one map: faces, their attributes, the two-plan differences and stable patch numbers."""
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from click.testing import CliRunner
+from helpers import DEMO, X0, Y0
+
+from multiplan.cli import main
+from multiplan.fuse import build_faces, fuse_layers, number_patches, run_fuse
+from multiplan.layers import CLASS_COL, load_layers
+from multiplan.project import load_project
+
+
+def box(x0, y0, x1, y1):
+    return shapely.box(X0 + x0, Y0 + y0, X0 + x1, Y0 + y1)
+
+
+@pytest.fixture
+def plans(tmp_path):
+    """Two plans on a 300 m × 100 m strip, with a red-line zone, a boundary and two units."""
+
+    def build(chenggui=None, tugui=None):
+        cg = chenggui or [
+            ("c1", "R21", box(0, 0, 150, 100)),
+            ("c2", "E2", box(150, 0, 300, 100)),
+        ]
+        tg = tugui or [
+            ("t1", "0701", box(0, 0, 100, 100)),
+            ("t2", "0101", box(100, 0, 200, 100)),
+            ("t3", "0601", box(200, 0, 300, 100)),
+        ]
+        gpd.GeoDataFrame(
+            {"DKBH": [c[0] for c in cg], "YDDM": [c[1] for c in cg]},
+            geometry=[c[2] for c in cg],
+            crs="EPSG:4549",
+        ).to_file(tmp_path / "cg.gpkg")
+        gpd.GeoDataFrame(
+            {"BSM": [t[0] for t in tg], "DLBM": [t[1] for t in tg]},
+            geometry=[t[2] for t in tg],
+            crs="EPSG:4549",
+        ).to_file(tmp_path / "tg.gpkg")
+        gpd.GeoDataFrame(
+            {"HX": ["z1"]}, geometry=[box(250, -50, 400, 150)], crs="EPSG:4549"
+        ).to_file(tmp_path / "eco.gpkg")
+        gpd.GeoDataFrame(
+            {"n": [1]}, geometry=[box(-10, -10, 350, 110)], crs="EPSG:4549"
+        ).to_file(tmp_path / "d.gpkg")
+        gpd.GeoDataFrame(
+            {"name": ["西", "东"]},
+            geometry=[box(-10, -10, 120, 110), box(120, -10, 350, 110)],
+            crs="EPSG:4549",
+        ).to_file(tmp_path / "u.gpkg")
+        (tmp_path / "p.toml").write_text(
+            """[project]
+name = "f"
+boundary = "district"
+units = "towns"
+out = "out"
+[layers.district]
+path = "d.gpkg"
+[layers.towns]
+path = "u.gpkg"
+[layers.eco]
+path = "eco.gpkg"
+class = "eco_redline"
+id_field = "HX"
+[layers.chenggui]
+path = "cg.gpkg"
+class_field = "YDDM"
+classification = "gb50137"
+id_field = "DKBH"
+[layers.tugui]
+path = "tg.gpkg"
+class_field = "DLBM"
+classification = "gbt21010"
+id_field = "BSM"
+[fusion]
+priority = ["eco", "chenggui", "tugui"]
+compare = ["chenggui", "tugui"]
+""",
+            encoding="utf-8",
+        )
+        project = load_project(tmp_path / "p.toml")
+        return project, load_layers(project)
+
+    return build
+
+
+def test_faces_by_hand(plans):
+    project, layers = plans()
+    r = fuse_layers(project, layers)
+    f = r.faces.copy()
+    f["x"] = f.geometry.representative_point().x - X0
+    f = f.sort_values("x").reset_index(drop=True)
+    # cuts at x = 100 (tugui), 150 (chenggui), 200 (tugui), 250 (eco); the zone's part
+    # outside the plans (a U around x 250–300, and x 300–350 inside the boundary) is one face
+    assert f["area_m2"].round(6).tolist() == [
+        10000.0,
+        5000.0,
+        5000.0,
+        5000.0,
+        5000.0,
+        7000.0,
+    ]
+    assert f["chenggui_id"].tolist() == ["c1", "c1", "c2", "c2", "c2", None]
+    assert f["tugui_id"].tolist() == ["t1", "t2", "t2", "t3", "t3", None]
+    assert f["eco_id"].tolist() == [None, None, None, None, "z1", "z1"]
+    row = f.iloc[0]
+    assert (row["chenggui_class"], row["tugui_class"]) == ("070102", "0701")
+    assert (row["class"], row["source"], row["diff_class"]) == (
+        "070102",
+        "chenggui",
+        "01",
+    )
+    assert f["diff_class"].tolist()[:5] == [
+        "01",
+        "02",
+        "04",
+        "03",
+        "03",
+    ]  # R21/0101 → 02; E2/0101 → 04; E2/0601 → 03
+    assert f["diff_class"].iloc[5] is None  # only the zone covers it
+    assert f["source"].tolist() == [
+        "chenggui",
+        "chenggui",
+        "chenggui",
+        "chenggui",
+        "eco",
+        "eco",
+    ]  # the red line wins by priority
+    assert f["class"].iloc[4] == "eco_redline"
+    assert f["area_m2"].sum() == pytest.approx(
+        300 * 100 + 7000
+    )  # the union inside the boundary
+
+
+def test_patches_dissolve_and_are_numbered(plans):
+    project, layers = plans()
+    r = fuse_layers(project, layers)
+    p = r.patches
+    assert sorted(p["diff_class"]) == ["02", "03"]
+    assert all(p["patch_no"].str.match(r"^0[23]-\d{5}$"))
+    assert p.set_index("diff_class").loc["03", "unit"] == "东"
+    assert list(p.columns[-3:]) == ["adjust_plan", "opinion", "status"]
+    assert p[["adjust_plan", "opinion", "status"]].isna().all().all()
+    d = r.differences
+    assert d.set_index(["diff_class", "unit"]).loc[
+        ("02", "东"), "area_m2"
+    ] == pytest.approx(5000.0)
+
+
+def test_adjacent_faces_of_one_pair_dissolve_into_one_patch(plans):
+    # two tugui parcels of the same class under one chenggui plot: one patch, not two
+    tg = [
+        ("t1", "0101", box(0, 0, 100, 100)),
+        ("t2", "0101", box(100, 0, 200, 100)),
+        ("t3", "0101", box(200, 0, 300, 100)),
+    ]
+    cg = [("c1", "R21", box(0, 0, 300, 100))]
+    project, layers = plans(chenggui=cg, tugui=tg)
+    p = fuse_layers(project, layers).patches
+    assert len(p) == 1
+    assert p["area_m2"].iloc[0] == pytest.approx(30_000.0)
+
+
+def test_patch_numbers_survive_a_change_elsewhere():
+    grid = (0.0, 10_000.0, 100.0, 100)
+    pts = shapely.points([(150, 9950), (5050, 5050), (9950, 50)])
+    before = number_patches(pts, np.array(["02", "02", "03"]), grid)
+    # a new patch far away, and one of the old ones gone
+    pts2 = shapely.points([(150, 9950), (9950, 50), (3000, 3000)])
+    after = number_patches(pts2, np.array(["02", "03", "02"]), grid)
+    assert after[0] == before[0]
+    assert after[1] == before[2]
+    assert before[0] == "02-00002"
+
+
+def test_number_collisions_take_the_next_free_number():
+    grid = (0.0, 1000.0, 100.0, 10)
+    pts = shapely.points([(20, 980), (60, 960), (150, 950)])
+    assert number_patches(pts, np.array(["02"] * 3), grid).tolist() == [
+        "02-00001",
+        "02-00003",
+        "02-00002",
+    ]
+
+
+def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
+    project = load_project(DEMO)
+    result, files = run_fuse(project, out=tmp_path)
+    assert {f.name for f in files} == {
+        "onemap.gpkg",
+        "differences.gpkg",
+        "differences.csv",
+    }
+    faces = result.faces
+    g = np.asarray(faces.geometry.array, dtype=object)
+    layers = load_layers(project, [*result.spec.layers, "district"])
+    district = shapely.union_all(
+        np.asarray(layers["district"].frame.geometry.array, dtype=object)
+    )
+    union = shapely.union_all(
+        np.concatenate(
+            [
+                np.asarray(layers[n].frame.geometry.array, dtype=object)
+                for n in result.spec.layers
+            ]
+        )
+    ).intersection(district)
+    total = shapely.area(g).sum()
+    assert total == pytest.approx(union.area, rel=1e-6)
+    # no overlap: the union of the faces has their summed area
+    assert shapely.union_all(g).area == pytest.approx(total, rel=1e-6)
+    # at sample points the face's classes are the classes of the features that cover it
+    rng = np.random.default_rng(3)
+    for i in rng.choice(len(faces), 200, replace=False):
+        pt = shapely.point_on_surface(g[i])
+        for name in ("chenggui", "tugui", "eco_redline"):
+            frame = layers[name].frame
+            hit = frame[frame.geometry.contains(pt)]
+            want = None if hit.empty else sorted(hit.index.astype(str))
+            got = faces[f"{name}_id"].iloc[i]
+            assert (got.split(",") if got else None) == want, (name, i)
+            if want:
+                assert (
+                    faces[f"{name}_class"].iloc[i]
+                    == hit.sort_index().iloc[0][CLASS_COL]
+                    or faces[f"{name}_class"].iloc[i] == frame.loc[want[0], CLASS_COL]
+                )
+    assert set(faces["diff_class"].dropna()) == {"01", "02", "03", "04"}
+    written = gpd.read_file(tmp_path / "onemap.gpkg", layer="onemap")
+    assert len(written) == len(faces)
+    d = pd.read_csv(tmp_path / "differences.csv", encoding="utf-8-sig")
+    assert list(d.columns) == ["diff_class", "unit", "patches", "area_m2", "area_mu"]
+
+
+def test_unchanged_demo_keeps_every_patch_number(tmp_path):
+    project = load_project(DEMO)
+    r1, _ = run_fuse(project, out=tmp_path / "a")
+    r2, _ = run_fuse(project, out=tmp_path / "b", workers=1)
+    assert r1.patches["patch_no"].tolist() == r2.patches["patch_no"].tolist()
+    assert len(set(r1.patches["patch_no"])) == len(r1.patches)
+
+
+def test_fuse_command(tmp_path):
+    r = CliRunner().invoke(main, ["fuse", str(DEMO), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "faces" in r.output
+    assert "difference patches: 02" in r.output
+
+
+def test_build_faces_without_polygons():
+    assert len(build_faces([], None)) == 0

@@ -1,0 +1,85 @@
+import geopandas as gpd
+import pandas as pd
+import pytest
+import shapely
+from click.testing import CliRunner
+from helpers import DEMO
+
+from multiplan.cli import main
+from multiplan.errors import InputError
+from multiplan.layers import load_layer
+from multiplan.project import load_project
+from multiplan.site import read_site, run_site
+
+INSIDE_RED_LINE = "POLYGON ((495568 3531178, 495768 3531178, 495768 3531378, 495568 3531378, 495568 3531178))"
+
+
+@pytest.fixture(scope="module")
+def project():
+    return load_project(DEMO)
+
+
+def clean_site(project):
+    """A 100 m square on urban-plan land that no forbidden layer touches."""
+    eco = load_layer(project.layers["eco_redline"], project).frame.geometry.union_all()
+    farm = load_layer(
+        project.layers["basic_farmland"], project
+    ).frame.geometry.union_all()
+    cg = load_layer(project.layers["chenggui"], project).frame
+    for g in cg.geometry:
+        c = g.representative_point()
+        sq = shapely.box(c.x - 50, c.y - 50, c.x + 50, c.y + 50)
+        if not sq.intersects(eco) and not sq.intersects(farm):
+            return sq
+    raise AssertionError("no clean site in the demo")
+
+
+def test_site_inside_the_red_line_exits_1_and_names_the_zone(tmp_path):
+    r = CliRunner().invoke(
+        main, ["site", str(DEMO), INSIDE_RED_LINE, "--out", str(tmp_path)]
+    )
+    assert r.exit_code == 1, r.output
+    assert "the site touches what [site] forbids" in r.output
+    assert "eco_redline: 320411-ST-03" in r.output
+    table = pd.read_csv(tmp_path / "site.csv", encoding="utf-8-sig")
+    assert list(table.columns) == [
+        "layer",
+        "class",
+        "features",
+        "area_m2",
+        "area_mu",
+        "share",
+    ]
+    eco = table[table["layer"] == "eco_redline"].iloc[0]
+    assert eco["area_m2"] == pytest.approx(40_000.0)
+    assert eco["share"] == pytest.approx(1.0)
+    assert (tmp_path / "site.html").exists()
+
+
+def test_clean_site_exits_0(project, tmp_path):
+    site = clean_site(project)
+    r = CliRunner().invoke(main, ["site", str(DEMO), site.wkt, "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "site.csv", encoding="utf-8-sig")
+    assert "chenggui" in set(table["layer"])
+    assert not ({"eco_redline", "basic_farmland"} & set(table["layer"]))
+    # the shares of one plan layer add up to the part of the site it covers
+    assert table[table["layer"] == "chenggui"]["share"].sum() <= 1 + 1e-9
+
+
+def test_site_from_a_file_in_another_crs(project, tmp_path):
+    site = gpd.GeoDataFrame(
+        {"n": [1]}, geometry=[shapely.from_wkt(INSIDE_RED_LINE)], crs="EPSG:4549"
+    ).to_crs(4326)
+    site.to_file(tmp_path / "site.geojson")
+    geom = read_site(str(tmp_path / "site.geojson"), project)
+    assert geom.area == pytest.approx(40_000.0, rel=1e-6)
+    result, _ = run_site(project, str(tmp_path / "site.geojson"), out=tmp_path / "out")
+    assert result.fails
+
+
+def test_bad_sites(project, tmp_path):
+    with pytest.raises(InputError, match="neither a file nor a WKT polygon"):
+        read_site("somewhere.shp", project)
+    with pytest.raises(InputError, match="no area"):
+        read_site("POLYGON ((0 0, 1 1, 0 0, 0 0))", project)
