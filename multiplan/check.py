@@ -8,6 +8,7 @@ unit) are computed once per layer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -231,7 +232,7 @@ def run_check(
         allow_unmapped=allow_unmapped,
         only=only,
     )
-    result = _replace(result, run=run_info)
+    result = dataclasses.replace(result, run=run_info)
     if write:
         t = time.perf_counter()
         extra: dict[str, Callable[[Path], None]] = {}
@@ -263,7 +264,7 @@ def run_check(
         progress("writing", 0, 1, str(out_dir))
         files = report.write_check_outputs(result, out_dir, extra)
         timings["write"] = time.perf_counter() - t
-        result = _replace(result, files=tuple(files))
+        result = dataclasses.replace(result, files=tuple(files))
     logger.info(
         "check done: %d rules, %d pieces in %.2f s",
         len(rules),
@@ -271,12 +272,6 @@ def run_check(
         time.perf_counter() - t0,
     )
     return result
-
-
-def _replace(result: CheckResult, **kw: Any) -> CheckResult:
-    import dataclasses
-
-    return dataclasses.replace(result, **kw)
 
 
 def _layers_needed(project: Project, rules: Sequence[Rule]) -> list[str]:

@@ -116,6 +116,30 @@ def common_options(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def out_option(
+    help_text: str = "Output folder (default: the manifest's out).",
+) -> Callable[[F], F]:
+    """Return the ``--out DIR`` option (one definition for every command)."""
+    return click.option(
+        "--out",
+        "out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=help_text,
+    )
+
+
+def lang_option(help_text: str) -> Callable[[F], F]:
+    """Return the ``--lang zh|en`` option (Chinese by default)."""
+    return click.option(
+        "--lang",
+        type=click.Choice(["zh", "en"]),
+        default="zh",
+        show_default=True,
+        help=help_text,
+    )
+
+
 tiles_option = click.option(
     "--tiles",
     type=click.Choice(["none", "osm", "tianditu", "gaode"]),
@@ -181,13 +205,7 @@ def main() -> None:
 
 @main.command(name="check")
 @project_argument
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Output folder (default: the manifest's out).",
-)
+@out_option()
 @click.option(
     "--only",
     "only",
@@ -210,13 +228,7 @@ def main() -> None:
     metavar="N",
     help="Threads for the overlay (default: all cores); results are identical for every N.",
 )
-@click.option(
-    "--lang",
-    type=click.Choice(["zh", "en"]),
-    default="zh",
-    show_default=True,
-    help="Language of rule titles in tables.",
-)
+@lang_option("Language of rule titles in tables.")
 @click.option(
     "--allow-unmapped",
     is_flag=True,
@@ -314,20 +326,8 @@ def _stage_progress() -> Iterator[Callable[[str, int, int, str], None]]:
 
 @main.command(name="map")
 @project_argument
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The folder of an earlier check (default: the manifest's out).",
-)
-@click.option(
-    "--lang",
-    type=click.Choice(["zh", "en"]),
-    default="zh",
-    show_default=True,
-    help="Language of the map.",
-)
+@out_option("The folder of an earlier check (default: the manifest's out).")
+@lang_option("Language of the map.")
 @tiles_option
 @common_options
 def map_cmd(project_path: Path, out: Path | None, lang: str, tiles: str) -> None:
@@ -352,13 +352,7 @@ def map_cmd(project_path: Path, out: Path | None, lang: str, tiles: str) -> None
 
 @main.command(name="yield")
 @project_argument
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Output folder (default: the manifest's out).",
-)
+@out_option()
 @common_options
 def yield_cmd(project_path: Path, out: Path | None) -> None:
     """Evaluate land yield (亩均效益): indicators and grades per parcel, scenarios.
@@ -397,13 +391,7 @@ def yield_cmd(project_path: Path, out: Path | None) -> None:
 
 @main.command(name="fuse")
 @project_argument
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Output folder (default: the manifest's out).",
-)
+@out_option()
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -446,20 +434,8 @@ def fuse_cmd(project_path: Path, out: Path | None, workers: int | None) -> None:
 @main.command(name="site")
 @project_argument
 @click.argument("site", metavar="SITE")
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Output folder (default: the manifest's out).",
-)
-@click.option(
-    "--lang",
-    type=click.Choice(["zh", "en"]),
-    default="zh",
-    show_default=True,
-    help="Language of the map.",
-)
+@out_option()
+@lang_option("Language of the map.")
 @common_options
 def site_cmd(project_path: Path, site: str, out: Path | None, lang: str) -> None:
     """Screen a proposed site against every layer; exit 1 if it touches [site] forbid.
@@ -551,13 +527,7 @@ def layers_cmd(project_path: Path, fmt: str) -> None:
 
 @main.command(name="rules")
 @project_argument
-@click.option(
-    "--lang",
-    type=click.Choice(["zh", "en"]),
-    default="zh",
-    show_default=True,
-    help="Language of the titles.",
-)
+@lang_option("Language of the titles.")
 @common_options
 def rules_cmd(project_path: Path, lang: str) -> None:
     """List the rules that `check` would run, in pack order.

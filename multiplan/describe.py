@@ -6,6 +6,7 @@ CLI decides where they go.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -36,26 +37,10 @@ def describe_layer(layer: Layer, project: Project) -> dict[str, Any]:
         "title": layer.spec.title,
         "kind": layer.spec.kind,
         "family": layer.family,
-        "source": s.source,
-        "driver": s.driver,
-        "encoding": s.encoding,
-        "encoding_note": s.encoding_note,
-        "source_crs": s.source_crs,
-        "crs_from": s.crs_from,
         "working_crs": f"EPSG:{working.to_epsg()}"
         if working.to_epsg()
         else working.name,
-        "rows": s.rows,
-        "features": s.features,
-        "filtered_out": s.filtered_out,
-        "null": s.null,
-        "empty": s.empty,
-        "repaired": s.repaired,
-        "had_z": s.had_z,
-        "dropped_parts": s.dropped_parts,
-        "buffered": s.buffered,
-        "geometry_types": dict(s.geometry_types),
-        "unmapped": dict(s.unmapped),
+        **dataclasses.asdict(s),
     }
     if len(layer.frame):
         d["bounds"] = [

@@ -283,22 +283,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                 leftover.unlink()
 
 
-def write_gpkg(frame: gpd.GeoDataFrame, path: str | Path, *, layer: str) -> None:
-    """Write a GeoDataFrame as a one-layer GeoPackage, atomically."""
-    with atomic_path(path) as tmp:
-        gpkg_writer(frame, layer=layer)(tmp)
-
-
-def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a table as UTF-8 CSV with a BOM (so Excel shows Chinese), atomically."""
-    write_bytes(csv_bytes(frame), path)
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    """Write JSON (UTF-8, indented, keys in given order), atomically."""
-    write_bytes(json_bytes(obj), path)
-
-
 def write_bytes(data: bytes, path: str | Path) -> None:
     """Write bytes to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -7,6 +7,7 @@ and 亩 (``area_m2 * 15 / 10000``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import platform
@@ -255,28 +256,9 @@ def build_run_info(
         for f in files
         if f.is_file()
     ]
-    layers = {}
-    for name, layer in result.layers.items():
-        s = layer.stats
-        layers[name] = {
-            "source": s.source,
-            "driver": s.driver,
-            "encoding": s.encoding,
-            "encoding_note": s.encoding_note,
-            "source_crs": s.source_crs,
-            "crs_from": s.crs_from,
-            "rows": s.rows,
-            "features": s.features,
-            "filtered_out": s.filtered_out,
-            "null": s.null,
-            "empty": s.empty,
-            "repaired": s.repaired,
-            "z_dropped": s.had_z,
-            "non_polygonal_parts_dropped": s.dropped_parts,
-            "geometry_types": dict(s.geometry_types),
-            "unmapped": dict(s.unmapped),
-            "buffered": s.buffered,
-        }
+    layers = {
+        name: dataclasses.asdict(layer.stats) for name, layer in result.layers.items()
+    }
     summary = result.summary
     rules = [
         {
