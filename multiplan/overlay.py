@@ -388,7 +388,10 @@ def split_pieces(
     )
     if not len(units) or not n:
         return np.arange(n), np.full(n, -1, dtype=np.intp), pieces
-    p = classify_pairs(pieces, units)
+    # only pieces without a hint are tested against the units
+    todo_idx = np.flatnonzero(unit_of < 0)
+    p = classify_pairs(pieces[todo_idx], units, workers=workers)
+    p = Pairs(todo_idx[p.ia], p.ib, p.kind)
     # a unit that covers the piece: the piece goes whole to it
     whole = p.take(p.kind == B_COVERS_A)
     first = np.unique(whole.ia, return_index=True)

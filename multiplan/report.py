@@ -49,7 +49,18 @@ OUTPUT_FILES = (
     "run.json",
     "map.html",
     "report.html",
+    "yield.gpkg",
+    "yield.csv",
+    "yield_by_unit.csv",
+    "yield_by_park.csv",
+    "scenarios.csv",
+    "onemap.gpkg",
+    "differences.gpkg",
+    "differences.csv",
+    "site.csv",
+    "site.html",
 )
+"""Every file a command of multiplan may write into an output folder."""
 
 
 def _union_area(geoms: np.ndarray, project: Project) -> float:
