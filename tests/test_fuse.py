@@ -254,3 +254,32 @@ def test_fuse_command(tmp_path):
 
 def test_build_faces_without_polygons():
     assert len(build_faces([], None)) == 0
+
+
+def test_a_change_elsewhere_keeps_the_untouched_patch_numbers(plans):
+    cg = [("c1", "R21", box(0, 0, 150, 100)), ("c2", "E2", box(150, 0, 300, 100))]
+    tg = [
+        ("t1", "0701", box(0, 0, 100, 100)),
+        ("t2", "0101", box(100, 0, 200, 100)),
+        ("t3", "0601", box(200, 0, 300, 100)),
+    ]
+    project, layers = plans(chenggui=cg, tugui=tg)
+    before = fuse_layers(project, layers).patches.set_index(
+        ["diff_class", "chenggui_class", "tugui_class"]
+    )["patch_no"]
+    # the land-use plan changes at the other end of the strip: t1 becomes farmland, a new 02 patch
+    tg2 = [("t1", "0101", box(0, 0, 100, 100)), *tg[1:]]
+    project, layers = plans(chenggui=cg, tugui=tg2)
+    after = fuse_layers(project, layers).patches
+    assert len(before) == 2
+    assert (
+        len(after) == 2
+    )  # the 02 patch grew west (x 0–150); the 03 patch is untouched
+    untouched = after[after["tugui_class"] == "0601"].set_index(
+        ["diff_class", "chenggui_class", "tugui_class"]
+    )["patch_no"]
+    assert (
+        untouched.to_dict()
+        == before[before.index.get_level_values("tugui_class") == "0601"].to_dict()
+    )
+    assert set(after["diff_class"]) == {"02", "03"}
