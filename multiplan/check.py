@@ -26,7 +26,13 @@ from multiplan import crs as crs_mod
 from multiplan import overlay
 from multiplan.classify import Taxonomy, load_taxonomy
 from multiplan.errors import LayerError, RulePackError
-from multiplan.layers import BUFFER_QUAD_SEGS, CLASS_COL, Layer, load_layer
+from multiplan.layers import (
+    BUFFER_QUAD_SEGS,
+    CLASS_COL,
+    Layer,
+    load_layer,
+    public_fields,
+)
 from multiplan.rules import SEVERITY_RANK, Rule, Selector, load_rules, select
 from multiplan.yields import (
     YieldResult,
@@ -310,7 +316,7 @@ def _check_layers_for_rules(
                 path=project.path,
                 key="project.unit_name_field",
                 layer=project.units,
-                hint=f"Fields are: {', '.join(c for c in cols if not str(c).startswith('_') and c != 'geometry')}",
+                hint=f"Fields are: {', '.join(public_fields(layers[project.units].frame))}",
             )
     for rule in rules:
         for side, sel in (("a", rule.a), ("b", rule.b)):
@@ -321,7 +327,7 @@ def _check_layers_for_rules(
                         f"the filter reads a field {fld!r} that layer {sel.layer!r} does not have",
                         path=rule.pack,
                         key=f"rule {rule.id}.{side}.where",
-                        hint=f"Fields are: {', '.join(c for c in layer.frame.columns if not str(c).startswith('_') and c != 'geometry')}",
+                        hint=f"Fields are: {', '.join(public_fields(layer.frame))}",
                     )
         fam_a = layers[rule.a.layer].family
         if fam_a != "polygon":

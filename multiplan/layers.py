@@ -102,6 +102,18 @@ class Layer:
         return len(self.frame)
 
 
+def public_fields(frame: pd.DataFrame) -> list[str]:
+    """Return the attribute names of a layer that a user wrote (not ours, not the geometry).
+
+    Examples
+    --------
+    >>> public_fields(pd.DataFrame({"DLBM": [], "_class": [], "geometry": []}))
+    ['DLBM']
+    """
+    geom = getattr(frame, "_geometry_column_name", "geometry")
+    return [str(c) for c in frame.columns if not str(c).startswith("_") and c != geom]
+
+
 def _fail(
     spec: LayerSpec,
     message: str,

@@ -37,7 +37,7 @@ from multiplan import crs as crs_mod
 from multiplan.classify import load_taxonomy
 from multiplan.errors import InputError
 from multiplan.labels import Lang, label, labels
-from multiplan.layers import CLASS_COL
+from multiplan.layers import CLASS_COL, public_fields
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -182,11 +182,7 @@ def encode_points(geoms: np.ndarray) -> list[list[int]]:
 
 
 def _attributes(frame: pd.DataFrame, row: int) -> list[list[str]]:
-    cols = [
-        c
-        for c in frame.columns
-        if not str(c).startswith("_") and c != frame.geometry.name
-    ]
+    cols = public_fields(frame)
     out = []
     for c in cols[:_ATTRIBUTES_SHOWN]:
         v = frame[c].iloc[row]

@@ -30,6 +30,7 @@ import shapely
 from multiplan import crs as crs_mod
 from multiplan.errors import InputError, ManifestError, valid_keys_hint
 from multiplan.filters import Where, parse_where, where_mask
+from multiplan.layers import public_fields
 
 if TYPE_CHECKING:
     from multiplan.io import RasterSource
@@ -522,7 +523,7 @@ def compute_yield(
                     f"no field {spec.park_field!r} in the parcels or the table",
                     path=project.path,
                     key="yield.park_field",
-                    hint=f"Fields are: {', '.join(c for c in attrs.columns if not str(c).startswith('_'))}",
+                    hint=f"Fields are: {', '.join(public_fields(attrs))}",
                 )
             parcels["park"] = attrs[spec.park_field].astype(object).to_numpy()
         counts: dict[str, dict[str, int]] = {}
@@ -594,7 +595,7 @@ def _field(attrs: pd.DataFrame, name: str, project: Project, key: str) -> np.nda
             f"no field {name!r} in the parcels or the joined table",
             path=project.path,
             key=key,
-            hint=f"Fields are: {', '.join(c for c in attrs.columns if not str(c).startswith('_'))}",
+            hint=f"Fields are: {', '.join(public_fields(attrs))}",
         )
     return pd.to_numeric(attrs[name], errors="coerce").to_numpy(dtype=float)
 
@@ -967,7 +968,7 @@ def yield_writers(result: YieldResult, spec: YieldSpec) -> dict[str, Any]:
         "grade",
     ]
     table = pd.DataFrame({c: p[c] if c in p.columns else None for c in cols})
-    public = [c for c in p.columns if not str(c).startswith("_")]
+    public = [*public_fields(p), p.geometry.name]
     writers: dict[str, Any] = {
         "yield.gpkg": gpkg_writer(
             gpd.GeoDataFrame(p[public], geometry=p.geometry, crs=p.crs), layer="yield"

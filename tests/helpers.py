@@ -13,6 +13,19 @@ import shapely
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "layers" / "xinbei" / "project.toml"
 DEFAULT_PACK = REPO / "rules" / "multiplan-default.toml"
+#: the ten towns and streets of the demo (issue 2)
+TOWNS = {
+    "新桥街道",
+    "薛家镇",
+    "罗溪镇",
+    "西夏墅镇",
+    "孟河镇",
+    "奔牛镇",
+    "春江街道",
+    "龙虎塘街道",
+    "三井街道",
+    "河海街道",
+}
 # a Xinbei-like origin in EPSG:4549
 X0, Y0 = 490_000.0, 3_530_000.0
 

@@ -4,23 +4,11 @@ import subprocess
 import sys
 
 import pytest
-from helpers import DEMO, REPO
+from helpers import DEMO, REPO, TOWNS
 
 from multiplan.layers import CLASS_COL, load_layers
 from multiplan.project import load_project
 
-TOWNS = {
-    "新桥街道",
-    "薛家镇",
-    "罗溪镇",
-    "西夏墅镇",
-    "孟河镇",
-    "奔牛镇",
-    "春江街道",
-    "龙虎塘街道",
-    "三井街道",
-    "河海街道",
-}
 PARKS = {"生物医药产业园区", "常州航空产业园", "动力装备产业园区", "光伏产业园区"}
 
 
