@@ -129,6 +129,17 @@ def out_option(
     )
 
 
+def workers_option(help_text: str) -> Callable[[F], F]:
+    """Return the ``--workers N`` option (default: all cores)."""
+    return click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help=help_text,
+    )
+
+
 def lang_option(help_text: str) -> Callable[[F], F]:
     """Return the ``--lang zh|en`` option (Chinese by default)."""
     return click.option(
@@ -221,12 +232,8 @@ def main() -> None:
     show_default=True,
     help="Exit 1 when conflicts at or above this severity are found.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Threads for the overlay (default: all cores); results are identical for every N.",
+@workers_option(
+    "Threads for the overlay (default: all cores); results are identical for every N."
 )
 @lang_option("Language of rule titles in tables.")
 @click.option(
@@ -392,13 +399,7 @@ def yield_cmd(project_path: Path, out: Path | None) -> None:
 @main.command(name="fuse")
 @project_argument
 @out_option()
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Threads for the conflict check.",
-)
+@workers_option("Threads for the conflict check.")
 @common_options
 def fuse_cmd(project_path: Path, out: Path | None, workers: int | None) -> None:
     """Build the one map (一张图): onemap.gpkg, and the two-plan differences.
