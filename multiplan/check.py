@@ -119,6 +119,7 @@ def run_check(
     allow_unmapped: bool = False,
     write: bool = True,
     make_map: bool = True,
+    with_yield: bool = True,
     lang: Lang = "zh",
     tiles: Tiles = "none",
     progress: Progress | None = None,
@@ -141,6 +142,9 @@ def run_check(
         no class selector matches them); otherwise they are an error.
     write
         Write the output files (``False`` computes only).
+    with_yield
+        Run the land-yield stage when the manifest has ``[yield]`` (``fuse``,
+        which needs only the pieces, turns it off).
     make_map, lang, tiles
         Write map.html (SPEC §7) in Chinese or English, with an optional base map
         (``none``, ``osm``, ``tianditu``, ``gaode``), and report.html.
@@ -158,7 +162,7 @@ def run_check(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rules = load_rules(project, only=only)
-    yield_spec = load_yield_spec(project)
+    yield_spec = load_yield_spec(project) if with_yield else None
     out_dir = Path(out) if out is not None else project.out
     if write:
         from multiplan.report import check_outputs_are_not_inputs

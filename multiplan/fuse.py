@@ -489,7 +489,9 @@ def run_fuse(
     conflicts = None
     layers: dict[str, Layer] = {}
     if project.rules:
-        checked = run_check(project, write=False, make_map=False, workers=workers)
+        checked = run_check(
+            project, write=False, make_map=False, with_yield=False, workers=workers
+        )
         conflicts = checked.conflicts
         layers.update(checked.layers)
     for n in dict.fromkeys([*spec.layers, project.boundary, project.units]):
