@@ -45,7 +45,8 @@ ZONE_TAGS = (
     "transport_corridor",
 )
 _CODE_RE = re.compile(r"^(\d{2}|\d{4}|\d{6})$")
-_TAG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+TAG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+"""A zone tag: lower-case letters, digits and ``_``, starting with a letter."""
 
 
 def builtin_rule_dirs() -> tuple[Path, ...]:
@@ -144,7 +145,6 @@ def _candidates(code: object) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=64)
 def load_crosswalk(path: Path) -> Crosswalk:
     """Read and check a crosswalk CSV.
 
@@ -153,7 +153,27 @@ def load_crosswalk(path: Path) -> Crosswalk:
     CrosswalkError
         On wrong columns, an empty or duplicated source code, or a target that is
         neither a taxonomy code nor a zone tag.
+
+    Notes
+    -----
+    Crosswalks are cached by path, modification time and size, so an edited
+    crosswalk is read again in a live session (a notebook).
     """
+    path = Path(path)
+    return _read_crosswalk(path, _stamp(path))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """Return (mtime in ns, size) of a file, the key that makes a cache see edits."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_crosswalk(path: Path, stamp: tuple[int, int]) -> Crosswalk:
     rows = _read_csv(path, CROSSWALK_COLUMNS)
     targets: dict[str, str] = {}
     source_names: dict[str, str] = {}
@@ -165,7 +185,7 @@ def load_crosswalk(path: Path) -> Crosswalk:
             raise CrosswalkError(
                 "empty source_code or target_code", path=path, key=f"line {lineno}"
             )
-        if not (_CODE_RE.match(tgt) or _TAG_RE.match(tgt)):
+        if not (_CODE_RE.match(tgt) or TAG_RE.match(tgt)):
             raise CrosswalkError(
                 f"target_code {tgt!r} is not a 用地用海 code (2, 4 or 6 digits) or a zone tag",
                 path=path,
@@ -230,7 +250,11 @@ class Taxonomy:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_taxonomy_files(codes_path: Path, groups_path: Path) -> Taxonomy:
+def _load_taxonomy_files(
+    codes_path: Path,
+    groups_path: Path,
+    stamps: tuple[tuple[int, int], tuple[int, int]],
+) -> Taxonomy:
     codes: dict[str, str] = {}
     for _, row in _read_csv(codes_path, CROSSWALK_COLUMNS):
         codes[row["target_code"].strip()] = row["target_name"].strip()
@@ -273,7 +297,8 @@ def load_taxonomy(search: Iterable[Path]) -> Taxonomy:
                 f"the taxonomy file {fname} was not found",
                 hint=f"Put it in classes/ next to a rule pack; looked in {', '.join(map(str, dirs))}",
             )
-    return _load_taxonomy_files(found[TAXONOMY_FILE], found[GROUPS_FILE])
+    codes, groups = found[TAXONOMY_FILE], found[GROUPS_FILE]
+    return _load_taxonomy_files(codes, groups, (_stamp(codes), _stamp(groups)))
 
 
 def classify_codes(

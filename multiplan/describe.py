@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
-from multiplan.classify import load_taxonomy
-from multiplan.crs import parse_crs
 from multiplan.errors import InputError
-from multiplan.layers import Layer, class_areas, load_layer
+from multiplan.layers import CLASS_COL, Layer, class_areas, read_layer
+from multiplan.progress import Progress, no_progress
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
-    from multiplan.project import Project
     from multiplan.rules import Rule
+    from multiplan.specs import Project
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +29,8 @@ logger = logging.getLogger(__name__)
 def describe_layer(layer: Layer, project: Project) -> dict[str, Any]:
     """Return what ``multiplan layers`` shows of one loaded layer, as JSON-able data."""
     s = layer.stats
-    taxonomy = load_taxonomy(project.search_dirs)
-    working = parse_crs(project.crs)
+    taxonomy = project.taxonomy
+    working = project.working_crs
     d: dict[str, Any] = {
         "name": layer.name,
         "title": layer.spec.title,
@@ -61,7 +60,7 @@ def describe_layer(layer: Layer, project: Project) -> dict[str, Any]:
         ]
     elif len(layer.frame):
         cls = (
-            layer.frame["_class"]
+            layer.frame[CLASS_COL]
             .fillna("<none>")
             .astype(str)
             .value_counts()
@@ -88,15 +87,14 @@ def describe_layer(layer: Layer, project: Project) -> dict[str, Any]:
 
 
 def describe_project(
-    project: Project, *, progress: Callable[[str], None] | None = None
+    project: Project, *, progress: Progress = no_progress
 ) -> list[dict[str, Any]]:
-    """Load and describe every layer; a layer that fails is described by its error."""
+    """Read and describe every layer; a layer that fails is described by its error."""
     out = []
-    for name, spec in project.layers.items():
-        if progress is not None:
-            progress(name)
+    for i, (name, spec) in enumerate(project.layers.items()):
+        progress("reading", i, len(project.layers), name)
         try:
-            out.append(describe_layer(load_layer(spec, project), project))
+            out.append(describe_layer(read_layer(spec, project), project))
         except InputError as exc:
             logger.debug("layer %s failed: %s", name, exc)
             out.append(

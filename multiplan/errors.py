@@ -94,6 +94,13 @@ class LayerError(InputError):
     """A layer's data cannot be read as the manifest describes it."""
 
 
+class OutputError(InputError):
+    """The output folder cannot take the outputs: busy, read-only, full, not a folder.
+
+    The previous outputs are left untouched when this is raised.
+    """
+
+
 class MultiplanWarning(UserWarning):
     """A data problem that does not stop the run."""
 

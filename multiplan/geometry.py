@@ -75,6 +75,26 @@ def geometry_family(geoms: np.ndarray) -> str:
     return kinds.pop() if kinds else "polygon"
 
 
+def layer_family(geoms: np.ndarray) -> str:
+    """Return how a layer is used: ``"polygon"``, ``"line"`` or ``"point"``.
+
+    A mixed layer counts as polygons when it holds any polygon (stray lines and
+    points in collections are dropped later), else as lines.
+
+    Examples
+    --------
+    >>> layer_family(np.array([shapely.box(0, 0, 1, 1), shapely.Point(0, 0)]))
+    'polygon'
+    >>> layer_family(np.array([shapely.LineString([(0, 0), (1, 1)]), shapely.Point(0, 0)]))
+    'line'
+    """
+    family = geometry_family(geoms)
+    if family == "mixed":
+        polygonal = np.isin(shapely.get_type_id(geoms), [int(t) for t in _POLYGONAL])
+        return "polygon" if polygonal.any() else "line"
+    return family
+
+
 def polygonal_parts(geoms: np.ndarray) -> tuple[np.ndarray, int]:
     """Keep only the polygonal parts of each geometry.
 

@@ -1,21 +1,18 @@
-"""Disk I/O: reading layer sources (vector and raster) and atomic writers.
+"""Disk I/O: reading layer sources (vector and raster) and writers of output files.
 
 Readers return data in the source CRS, untouched; :mod:`multiplan.layers`
-prepares it. Writers write to a temporary name in the target folder (the real
-extension last, so drivers recognise it) and ``os.replace`` it into place, so an
-interrupted run never leaves a half-written file under the final name.
+prepares it. Writers are functions that write one file to the path they are
+given: :mod:`multiplan.outputs` calls them inside a staging folder and swaps the
+whole set into place.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io as _io
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,11 +26,12 @@ from pyproj import CRS
 from multiplan.errors import LayerError
 
 if TYPE_CHECKING:
-    from multiplan.project import LayerSpec
+    from multiplan.specs import LayerSpec
 
 logger = logging.getLogger(__name__)
 
-_TMP_MARK = ".tmp-"
+Writer = Callable[[Path], None]
+"""Writes one output file to the path it is given."""
 GPKG_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 
 
@@ -258,38 +256,7 @@ def read_raster(spec: LayerSpec) -> RasterSource:
 # --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it into place.
-
-    The temporary name keeps the real extension last (``.name.tmp-XXXX.gpkg``), so
-    drivers that choose the format by extension still work. On an exception the
-    temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        for leftover in tmp.parent.glob(tmp.name + "*"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-
-
-def write_bytes(data: bytes, path: str | Path) -> None:
-    """Write bytes to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def gpkg_writer(frame: gpd.GeoDataFrame, *, layer: str) -> Callable[[Path], None]:
+def gpkg_writer(frame: gpd.GeoDataFrame, *, layer: str) -> Writer:
     """Return a function that writes ``frame`` as a GeoPackage layer to a path."""
 
     def write(path: Path) -> None:
@@ -319,52 +286,23 @@ def json_bytes(obj: Any) -> bytes:
     ).encode("utf-8")
 
 
-def write_files(
-    folder: str | Path, writers: Mapping[str, Callable[[Path], None]]
-) -> list[Path]:
-    """Write several files into ``folder`` as one step, as far as a file system allows.
+def bytes_writer(data: bytes) -> Writer:
+    """Return a writer of ``data``."""
 
-    Every file is first written under a temporary name in the folder (the real
-    extension last); only when all are written are they renamed into place. An
-    error or an interrupt before that leaves every previous output untouched and
-    removes the temporary files; leftovers of a killed run are removed by the
-    next one (:func:`remove_stale_temporaries`).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    done: list[tuple[Path, Path]] = []
-    try:
-        for name, write in writers.items():
-            final = folder / name
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{final.stem}{_TMP_MARK}", suffix=final.suffix, dir=folder
-            )
-            os.close(fd)
-            tmp = Path(tmp_name)
-            tmp.unlink()
-            done.append((tmp, final))
-            write(tmp)
-    except BaseException:
-        for tmp, _ in done:
-            for leftover in tmp.parent.glob(tmp.name + "*"):
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
-        raise
-    for tmp, final in done:
-        tmp.replace(final)
-    return [final for _, final in done]
+    def write(path: Path) -> None:
+        path.write_bytes(data)
+
+    return write
 
 
-def remove_stale_temporaries(folder: str | Path) -> int:
-    """Remove temporary files that an interrupted run left in ``folder``; return how many."""
-    folder = Path(folder)
-    n = 0
-    if folder.is_dir():
-        for p in folder.glob(f".*{_TMP_MARK}*"):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                n += 1
-    return n
+def csv_writer(frame: pd.DataFrame) -> Writer:
+    """Return a writer of a table as UTF-8 CSV with a BOM (see :func:`csv_bytes`)."""
+    return bytes_writer(csv_bytes(frame))
+
+
+def json_writer(obj: Any) -> Writer:
+    """Return a writer of ``obj`` as indented UTF-8 JSON."""
+    return bytes_writer(json_bytes(obj))
 
 
 def _json_default(o: object) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -23,15 +23,17 @@ import shapely
 
 from multiplan import crs as crs_mod
 from multiplan import geometry
+from multiplan.areas import area_m2, to_mu
 from multiplan.classify import classify_codes, load_crosswalk
-from multiplan.errors import LayerError
+from multiplan.errors import InputError, LayerError
 from multiplan.filters import where_mask
 from multiplan.io import RasterSource, read_raster, read_vector
+from multiplan.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     from pyproj import CRS
 
-    from multiplan.project import LayerSpec, Project
+    from multiplan.specs import LayerSpec, Project
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,6 @@ GEOMETRY_TYPE_NAMES = {
 
 _NO_CLASS = "(no class)"
 Family = Literal["polygon", "line", "point", "raster"]
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -127,23 +128,180 @@ def _fail(
     )
 
 
-def load_layers(
+class Layers(Mapping[str, gpd.GeoDataFrame]):
+    """Layers of a project: a read-only mapping of name → GeoDataFrame.
+
+    Each frame is in the working CRS, indexed by feature id, with the taxonomy
+    class in ``_class`` (and the source code in ``_source_code``). What reading
+    found (repairs, skipped rows, the raster of a value layer) is kept beside
+    the frame: :meth:`layer` returns it.
+    """
+
+    def __init__(self, layers: Mapping[str, Layer]) -> None:
+        self._layers = dict(layers)
+
+    def __getitem__(self, name: str) -> gpd.GeoDataFrame:
+        return self._layers[name].frame
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}: {len(ly.frame)}" for n, ly in self._layers.items())
+        return f"Layers({inner})"
+
+    def layer(self, name: str) -> Layer:
+        """Return the loaded layer: its spec, frame, geometry family, stats and raster."""
+        return self._layers[name]
+
+    def layers(self) -> dict[str, Layer]:
+        """Return every loaded layer by name."""
+        return dict(self._layers)
+
+    def with_layers(self, more: Mapping[str, Layer]) -> Layers:
+        """Return a new :class:`Layers` with ``more`` added (or replacing)."""
+        return Layers({**self._layers, **more})
+
+
+LayerInput = Mapping[str, "gpd.GeoDataFrame | Layer"]
+"""What a caller may pass as ``layers=``: frames (prepared or not) or loaded layers."""
+
+
+def read_layers(
     project: Project,
     names: Iterable[str] | None = None,
     *,
-    progress: Progress | None = None,
-) -> dict[str, Layer]:
-    """Load several layers of a project (all of them by default), in manifest order."""
-    wanted = list(project.layers) if names is None else list(names)
+    progress: Progress = no_progress,
+) -> Layers:
+    """Read layers of a project (all of them by default) onto the working CRS and taxonomy.
+
+    Parameters
+    ----------
+    project
+        A manifest from :func:`multiplan.read_project`.
+    names
+        The layers to read, in this order; default every layer of the manifest.
+    progress
+        Called as ``progress("reading", done, total, name)`` as each layer starts.
+
+    Returns
+    -------
+    Layers
+        A mapping of name → GeoDataFrame (working CRS, indexed by feature id,
+        ``_class`` holding the taxonomy code or zone tag).
+
+    Raises
+    ------
+    LayerError
+        On anything the user must fix in a layer (see :func:`read_layer`).
+
+    Examples
+    --------
+    >>> from multiplan import read_project
+    >>> layers = read_layers(read_project("layers/xinbei/project.toml"), ["eco_redline"])
+    >>> frame = layers["eco_redline"]
+    >>> frame.crs.to_epsg(), frame.index[0], frame["_class"].iloc[0]
+    (4549, '320411-ST-01', 'eco_redline')
+    """
+    wanted = list(project.layers) if names is None else list(dict.fromkeys(names))
     out = {}
-    for name in wanted:
-        if progress is not None:
-            progress(name)
-        out[name] = load_layer(project.layers[name], project)
-    return out
+    for i, name in enumerate(wanted):
+        progress("reading", i, len(wanted), name)
+        out[name] = read_layer(project.layers[name], project)
+    return Layers(out)
 
 
-def load_layer(spec: LayerSpec, project: Project) -> Layer:
+def ensure_layers(
+    project: Project,
+    names: Iterable[str],
+    given: LayerInput | None = None,
+    *,
+    progress: Progress = no_progress,
+) -> Layers:
+    """Return the named layers: taken from ``given`` where there, read from their sources otherwise.
+
+    A GeoDataFrame in ``given`` that :func:`read_layers` did not make (say, one a
+    planner edited in a notebook) goes through the same preparation as a file:
+    CRS, repair, filter, buffer and classification by the layer's manifest entry.
+
+    Raises
+    ------
+    InputError
+        For a name the manifest does not declare, or bad data in a layer.
+    """
+    names = list(dict.fromkeys(names))
+    given = given or {}
+    for name in given:
+        if name not in project.layers:
+            raise InputError(
+                f"names no layer of the project: {name!r}",
+                path=project.path,
+                key="layers",
+                hint=f"Valid layers are: {', '.join(project.layers)}",
+            )
+    out: dict[str, Layer] = {}
+    todo = [n for n in names if n not in given]
+    for name in names:
+        if isinstance(given, Layers) and name in given:
+            out[name] = given.layer(name)
+        elif name in given:
+            out[name] = as_layer(given[name], project.layers[name], project)
+    for i, name in enumerate(todo):
+        progress("reading", i, len(todo), name)
+        out[name] = read_layer(project.layers[name], project)
+    if isinstance(given, Layers):
+        out = {**given.layers(), **out}
+    return Layers({n: out[n] for n in dict.fromkeys([*names, *out])})
+
+
+def as_layer(
+    value: gpd.GeoDataFrame | Layer, spec: LayerSpec, project: Project
+) -> Layer:
+    """Return a loaded layer for a value a caller passed: a Layer, or any GeoDataFrame.
+
+    Raises
+    ------
+    LayerError
+        When a frame has no CRS, or its data fails the layer's preparation.
+    """
+    if isinstance(value, Layer):
+        return value
+    if not isinstance(value, gpd.GeoDataFrame):
+        raise LayerError(
+            f"must be a GeoDataFrame, not {type(value).__name__}",
+            layer=spec.name,
+            key=f"layers.{spec.name}",
+        )
+    if _is_prepared(value, project):
+        geoms = np.asarray(value.geometry.array, dtype=object)
+        return Layer(
+            spec=spec,
+            frame=value,
+            family=geometry.layer_family(geoms),  # type: ignore[arg-type]
+            stats=LayerStats(
+                source="<frame>",
+                driver="GeoDataFrame",
+                rows=len(value),
+                features=len(value),
+            ),
+        )
+    declared = crs_mod.parse_crs(value.crs.to_wkt()) if value.crs is not None else None
+    return _prepare_vector(value, declared, spec, project, driver="GeoDataFrame")
+
+
+def _is_prepared(frame: gpd.GeoDataFrame, project: Project) -> bool:
+    return (
+        CLASS_COL in frame.columns
+        and frame.crs is not None
+        and crs_mod.parse_crs(frame.crs.to_wkt()) == project.working_crs
+        and frame.index.dtype == object
+    )
+
+
+def read_layer(spec: LayerSpec, project: Project) -> Layer:
     """Read one layer and bring it onto the working CRS and the taxonomy.
 
     Raises
@@ -153,10 +311,18 @@ def load_layer(spec: LayerSpec, project: Project) -> Layer:
         missing or impossible CRS, an old datum without a transformation,
         duplicate ids, a missing buffer width.
     """
-    working = crs_mod.check_working_crs(project.crs)
     if spec.kind == "raster":
-        return _load_raster(spec, working)
-    return _load_vector(spec, working)
+        return _load_raster(spec, project.working_crs)
+    src = read_vector(spec)
+    return _prepare_vector(
+        src.frame,
+        src.crs,
+        spec,
+        project,
+        driver=src.driver,
+        encoding=src.encoding,
+        encoding_note=src.encoding_note,
+    )
 
 
 def _source_crs(
@@ -213,9 +379,18 @@ def _check_source_crs(
             )
 
 
-def _load_vector(spec: LayerSpec, working: CRS) -> Layer:
-    src = read_vector(spec)
-    frame = src.frame
+def _prepare_vector(
+    frame: gpd.GeoDataFrame,
+    declared: CRS | None,
+    spec: LayerSpec,
+    project: Project,
+    *,
+    driver: str,
+    encoding: str | None = None,
+    encoding_note: str | None = None,
+) -> Layer:
+    """Prepare a frame as SPEC §3 orders: ids, filter, CRS, Z/M, repair, buffer, classes."""
+    working = project.working_crs
     geom_name = frame.geometry.name
     columns = [c for c in frame.columns if c != geom_name]
     for key, fld in (
@@ -253,7 +428,7 @@ def _load_vector(spec: LayerSpec, working: CRS) -> Layer:
         match = where_mask(frame, spec.where)
         filtered_out = int(np.count_nonzero(keep & ~match))
         keep &= match
-    src_crs, origin = _source_crs(spec, src.crs)
+    src_crs, origin = _source_crs(spec, declared)
     live = geoms[keep]
     bounds = tuple(shapely.total_bounds(live)) if len(live) else None
     _check_source_crs(spec, src_crs, bounds, origin)
@@ -264,13 +439,8 @@ def _load_vector(spec: LayerSpec, working: CRS) -> Layer:
     if src_crs != working:
         transformer = crs_mod.make_transformer(src_crs, working, spec.transformation)
         live = crs_mod.transform_geometries(live, transformer)
-    family = geometry.geometry_family(live)
+    family = geometry.layer_family(live)
     repaired = dropped = 0
-    if family in ("polygon", "mixed"):
-        if family == "mixed" and not np.any(np.isin(shapely.get_type_id(live), [3, 6])):
-            family = "line"
-        else:
-            family = "polygon"
     if family == "polygon":
         live, dropped = geometry.polygonal_parts(live)
         live, repaired = geometry.repair_polygons(live)
@@ -301,9 +471,9 @@ def _load_vector(spec: LayerSpec, working: CRS) -> Layer:
     out.index = pd.Index(ids, name="id", dtype=object)
     stats = LayerStats(
         source=spec.source,
-        driver=src.driver,
-        encoding=src.encoding,
-        encoding_note=src.encoding_note,
+        driver=driver,
+        encoding=encoding,
+        encoding_note=encoding_note,
         source_crs=_crs_label(src_crs),
         crs_from=origin,
         rows=rows,
@@ -467,9 +637,9 @@ def class_areas(layer: Layer, project: Project) -> pd.DataFrame:
     frame = layer.frame
     if frame.empty or layer.family != "polygon":
         return pd.DataFrame({"class": [], "features": [], "area_m2": [], "area_mu": []})
-    areas = crs_mod.area_m2(
+    areas = area_m2(
         np.asarray(frame.geometry.array, dtype=object),
-        crs_mod.parse_crs(project.crs),
+        project.working_crs,
         project.area,
     )
     df = pd.DataFrame(
@@ -486,7 +656,7 @@ def class_areas(layer: Layer, project: Project) -> pd.DataFrame:
         .agg(features=("area_m2", "size"), area_m2=("area_m2", "sum"))
         .reset_index()
     )
-    out["area_mu"] = out["area_m2"] * 15.0 / 10000.0
+    out["area_mu"] = to_mu(out["area_m2"])
     return out.sort_values(
         ["area_m2", "class"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)

@@ -30,17 +30,27 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
+
+from multiplan.errors import InputError
+from multiplan.geometry import repair_polygons
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
+
+Relation = Literal["intersect", "difference"]
+BUFFER_QUAD_SEGS = 16
+"""Segments per quarter circle of a buffer: round caps and joins, as GeoSeries.buffer."""
 
 PARTIAL, B_COVERS_A, A_COVERS_B, TOUCH = 0, 1, 2, 3
 """Kinds of candidate pair, see :func:`classify_pairs`."""
@@ -64,6 +74,183 @@ class Pairs:
     def take(self, mask: np.ndarray) -> Pairs:
         """Return the pairs where ``mask`` is true."""
         return Pairs(self.ia[mask], self.ib[mask], self.kind[mask])
+
+
+def default_workers() -> int:
+    """Return the default number of worker threads: all cores."""
+    return max(1, os.cpu_count() or 1)
+
+
+def buffer(
+    geoms: np.ndarray, radius: float | np.ndarray, *, workers: int = 1
+) -> np.ndarray:
+    """Buffer as GeoSeries.buffer does: round caps and joins, 16 segments a quarter circle.
+
+    Large zones are buffered one per thread.
+
+    Examples
+    --------
+    >>> g = buffer(np.array([shapely.Point(0, 0)]), 10.0)
+    >>> round(float(shapely.area(g)[0]), 1)  # 64 segments: a little under 100π
+    313.7
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    radii = np.broadcast_to(np.asarray(radius, dtype=float), (len(geoms),))
+    return parallel_map(
+        _buffer, geoms, np.ascontiguousarray(radii), workers=workers, min_chunk=1
+    )
+
+
+def _buffer(geoms: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    return np.asarray(shapely.buffer(geoms, radius, quad_segs=BUFFER_QUAD_SEGS))
+
+
+def conflicts(
+    a: gpd.GeoDataFrame,
+    b: gpd.GeoDataFrame,
+    *,
+    relation: Relation = "intersect",
+    distance: float = 0.0,
+    min_area: float = 0.0,
+    workers: int | None = None,
+) -> gpd.GeoDataFrame:
+    """Return the conflict pieces of two GeoDataFrames, like ``geopandas.overlay`` but exact and fast.
+
+    ``intersect``: one row per pair (a, b) sharing area with ``b`` buffered by
+    ``distance``; the piece is ``a ∩ buffer(b, distance)``. ``difference``: one
+    row per A row, ``a − ∪ buffer(b, distance)`` over the B rows it meets. Pairs
+    that only touch give no piece (an exact DE-9IM test guards against GEOS'
+    false overlaps of nearly collinear edges, shapely issue 1871).
+
+    Parameters
+    ----------
+    a, b
+        Polygons in one projected CRS (B may hold lines or points when
+        ``distance > 0``). Invalid polygons are repaired as
+        ``make_valid(method="structure")`` does.
+    relation
+        ``"intersect"`` or ``"difference"``.
+    distance
+        Metres by which B is buffered (round caps and joins, 16 segments a
+        quarter circle).
+    min_area
+        Pieces with a smaller area (m²) are left out; 0 keeps every piece.
+    workers
+        Threads; default all cores. Results are identical for every value.
+
+    Returns
+    -------
+    GeoDataFrame
+        A's attributes, then B's (clashing names get ``_1``/``_2``, as
+        ``geopandas.overlay``), ``a_index`` and ``b_index`` (the index labels of
+        both sides; no ``b_index`` for ``difference``), ``area_m2`` and the
+        piece, sorted by A's then B's position.
+
+    Raises
+    ------
+    InputError
+        For frames in different or geographic CRSs, a bad relation or distance,
+        or non-polygons where polygons are needed.
+
+    Examples
+    --------
+    >>> a = gpd.GeoDataFrame({"use": ["R", "M"]}, geometry=[shapely.box(0, 0, 2, 2), shapely.box(5, 5, 6, 6)], crs=4549)
+    >>> b = gpd.GeoDataFrame({"zone": ["red"]}, geometry=[shapely.box(1, 1, 3, 3)], crs=4549)
+    >>> conflicts(a, b)[["use", "zone", "a_index", "b_index", "area_m2"]].values.tolist()
+    [['R', 'red', 0, 0, 1.0]]
+    >>> conflicts(a, b, relation="difference")[["use", "a_index", "area_m2"]].values.tolist()
+    [['R', 0, 3.0], ['M', 1, 1.0]]
+    """
+    if relation not in ("intersect", "difference"):
+        raise InputError(
+            f"unknown relation {relation!r}",
+            key="relation",
+            hint="Use 'intersect' or 'difference'",
+        )
+    if not (
+        isinstance(distance, int | float) and math.isfinite(distance) and distance >= 0
+    ):
+        raise InputError(
+            f"distance must be metres ≥ 0, not {distance!r}", key="distance"
+        )
+    for side, frame in (("a", a), ("b", b)):
+        if not isinstance(frame, gpd.GeoDataFrame):
+            raise InputError(
+                f"must be a GeoDataFrame, not {type(frame).__name__}", key=side
+            )
+    if (a.crs is None) != (b.crs is None) or (
+        a.crs is not None and not a.crs.equals(b.crs)
+    ):
+        raise InputError(
+            f"the frames are in different CRSs ({a.crs} and {b.crs})",
+            key="b",
+            hint="Reproject one with b.to_crs(a.crs)",
+        )
+    if a.crs is not None and not a.crs.is_projected:
+        raise InputError(
+            f"the frames are in {a.crs.name}, not a projected CRS in metres",
+            key="a",
+            hint="Reproject both, e.g. to EPSG:4549 (CGCS2000 / 3-degree GK CM 120E)",
+        )
+    workers = default_workers() if workers is None else max(1, int(workers))
+    ga = _polygons(a, "a")
+    gb = np.asarray(b.geometry.array, dtype=object)
+    live_b = ~(shapely.is_missing(gb) | shapely.is_empty(gb))
+    if distance > 0:
+        gb = gb.copy()
+        gb[~live_b] = None
+        gb[live_b] = buffer(gb[live_b], float(distance), workers=workers)
+    else:
+        gb = _polygons(b, "b", hint="Give distance > 0 to use lines or points as B")
+    live_a = ~(shapely.is_missing(ga) | shapely.is_empty(ga))
+    ai, bi = np.flatnonzero(live_a), np.flatnonzero(live_b)
+    if relation == "intersect":
+        ia, ib, geoms = intersect_pieces(ga[ai], gb[bi], workers=workers)
+        ia, ib = ai[ia], bi[ib]
+    else:
+        ia, geoms = difference_pieces(ga[ai], gb[bi], workers=workers)
+        ia, ib = ai[ia], None
+    area = np.asarray(shapely.area(geoms), dtype=float) if len(geoms) else np.zeros(0)
+    keep = area >= min_area if min_area > 0 else area > 0
+    ia, geoms, area = ia[keep], geoms[keep], area[keep]
+    left = pd.DataFrame(a.drop(columns=a.geometry.name)).iloc[ia].reset_index(drop=True)
+    parts = [left]
+    if ib is not None:
+        ib = ib[keep]
+        right = (
+            pd.DataFrame(b.drop(columns=b.geometry.name))
+            .iloc[ib]
+            .reset_index(drop=True)
+        )
+        clash = set(left.columns) & set(right.columns)
+        left.columns = [f"{c}_1" if c in clash else c for c in left.columns]
+        right.columns = [f"{c}_2" if c in clash else c for c in right.columns]
+        parts.append(right)
+    data = pd.concat(parts, axis=1)
+    data["a_index"] = a.index.to_numpy()[ia]
+    if ib is not None:
+        data["b_index"] = b.index.to_numpy()[ib]
+    data["area_m2"] = area
+    return gpd.GeoDataFrame(
+        data, geometry=gpd.array.from_shapely(geoms, crs=a.crs), crs=a.crs
+    )
+
+
+def _polygons(
+    frame: gpd.GeoDataFrame, side: str, *, hint: str | None = None
+) -> np.ndarray:
+    """Return a frame's geometries as valid polygons (repaired), refusing other types."""
+    geoms = np.asarray(frame.geometry.array, dtype=object)
+    types = shapely.get_type_id(geoms)
+    bad = np.flatnonzero(~np.isin(types, (-1, 3, 6)) & ~shapely.is_empty(geoms))
+    if len(bad):
+        raise InputError(
+            f"row {frame.index[bad[0]]!r} is a {geoms[bad[0]].geom_type}, not a polygon",
+            key=side,
+            hint=hint or "Buffer lines and points into polygons first",
+        )
+    repaired, _ = repair_polygons(geoms)
+    return repaired
 
 
 def parallel_map(

@@ -13,25 +13,28 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from multiplan import crs as crs_mod
-from multiplan.classify import find_classification, known_classifications, load_taxonomy
+from multiplan.classify import (
+    TAG_RE,
+    builtin_rule_dirs,
+    find_classification,
+    known_classifications,
+    load_taxonomy,
+)
 from multiplan.errors import CrosswalkError, ManifestError, valid_keys_hint
 from multiplan.filters import Where, parse_where
+from multiplan.sections import parse_fusion, parse_site, parse_yield
+from multiplan.specs import LayerSpec, Project, RasterClass
 
 logger = logging.getLogger(__name__)
-
-AreaMode = Literal["planar", "ellipsoidal"]
-LayerKind = Literal["vector", "raster"]
 
 DEFAULT_CRS = "EPSG:4549"
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 LAYER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-TAG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 _TOP_KEYS = ("project", "layers", "yield", "fusion", "site")
 _PROJECT_KEYS = (
@@ -42,8 +45,10 @@ _PROJECT_KEYS = (
     "boundary",
     "units",
     "unit_name_field",
+    "grid",
     "rules",
     "out",
+    "db",
 )
 _VECTOR_KEYS = (
     "title",
@@ -71,105 +76,9 @@ _RASTER_KEYS = (
     "class",
     "transformation",
 )
-_YIELD_KEYS = (
-    "parcels",
-    "table",
-    "join",
-    "indicators",
-    "score",
-    "grades",
-    "revenue",
-    "scenario",
-    "park_field",
-    "exempt",
-    "encoding",
-)
-_FUSION_KEYS = ("layers", "priority", "compare")
-_SITE_KEYS = ("forbid",)
 
 
-@dataclass(frozen=True)
-class RasterClass:
-    """One class of a classified raster: values in ``[from_value, below)`` or ``== value``."""
-
-    cls: str
-    from_value: float | None = None
-    below: float | None = None
-    value: float | None = None
-
-    def describe(self) -> str:
-        """Return the value range as text, e.g. ``25 ≤ v < 40``."""
-        if self.value is not None:
-            return f"v = {self.value:g}"
-        lo = "" if self.from_value is None else f"{self.from_value:g} ≤ "
-        hi = "" if self.below is None else f" < {self.below:g}"
-        return f"{lo}v{hi}"
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One layer as the manifest describes it (nothing read yet)."""
-
-    name: str
-    path: Path | str
-    kind: LayerKind = "vector"
-    title: str | None = None
-    layer: str | None = None
-    class_field: str | None = None
-    classification: str | None = None
-    crosswalk_path: Path | None = None
-    cls: str | None = None
-    id_field: str | None = None
-    encoding: str | None = None
-    crs: str | None = None
-    where: Where = field(default_factory=Where)
-    buffer: float | None = None
-    width_field: str | None = None
-    classes: tuple[RasterClass, ...] = ()
-    band: int = 1
-    transformation: str | None = None
-
-    @property
-    def label(self) -> str:
-        """Return the title if there is one, else the name."""
-        return self.title or self.name
-
-    @property
-    def source(self) -> str:
-        """Return the source path as text."""
-        return str(self.path)
-
-
-@dataclass(frozen=True)
-class Project:
-    """A validated project manifest.
-
-    ``yield_``, ``fusion`` and ``site`` hold their TOML tables as read (with their
-    keys checked); the modules that use them validate the rest.
-    """
-
-    path: Path
-    name: str
-    title: str
-    crs: str
-    area: AreaMode
-    layers: Mapping[str, LayerSpec]
-    rules: tuple[Path, ...] = ()
-    boundary: str | None = None
-    units: str | None = None
-    unit_name_field: str = "name"
-    out: Path = Path("outputs")
-    yield_: Mapping[str, Any] | None = None
-    fusion: Mapping[str, Any] | None = None
-    site: Mapping[str, Any] | None = None
-
-    @property
-    def search_dirs(self) -> tuple[Path, ...]:
-        """Return the folders searched for crosswalks, rule packs first."""
-        return _search_dirs(self.path, self.rules)
-
-
-def load_project(path: str | Path) -> Project:
+def read_project(path: str | Path) -> Project:
     """Read a project manifest and validate all of it.
 
     Parameters
@@ -182,12 +91,18 @@ def load_project(path: str | Path) -> Project:
     Project
         Frozen and fully checked: every referenced file exists, every
         classification resolves to a crosswalk, the working CRS is projected in
-        metres.
+        metres, and the ``[yield]``, ``[fusion]`` and ``[site]`` tables are valid.
 
     Raises
     ------
     ManifestError
         At the first problem, naming the file, the key and what would be valid.
+
+    Examples
+    --------
+    >>> project = read_project("layers/xinbei/project.toml")
+    >>> project.name, project.crs, project.units, project.fusion.compare
+    ('xinbei', 'EPSG:4549', ('towns',), ('chenggui', 'tugui'))
     """
     path = Path(path)
     if not path.is_file():
@@ -264,7 +179,7 @@ def _parse(data: Mapping[str, Any], path: Path) -> Project:
     title = _opt_str(proj, "title", path=path, key="project") or name
     working = _opt_str(proj, "crs", path=path, key="project") or DEFAULT_CRS
     try:
-        crs_mod.check_working_crs(working)
+        working_crs = crs_mod.check_working_crs(working)
     except ValueError as exc:
         raise _err(
             path,
@@ -307,74 +222,94 @@ def _parse(data: Mapping[str, Any], path: Path) -> Project:
         layers[lname] = _parse_layer(lname, table, base=base, path=path, search=search)
 
     boundary = _opt_str(proj, "boundary", path=path, key="project")
-    units = _opt_str(proj, "units", path=path, key="project")
-    for k, v in (("boundary", boundary), ("units", units)):
-        if v is not None and v not in layers:
-            raise _err(
-                path,
-                f"project.{k}",
-                f"names no layer: {v!r}",
-                f"Valid layers are: {', '.join(layers)}",
-            )
+    if boundary is not None and boundary not in layers:
+        raise _err(
+            path,
+            "project.boundary",
+            f"names no layer: {boundary!r}",
+            f"Valid layers are: {', '.join(layers)}",
+        )
+    units = _unit_levels(proj.get("units"), path=path, layers=layers)
     unit_name_field = (
         _opt_str(proj, "unit_name_field", path=path, key="project") or "name"
     )
-
-    yield_ = _sub_table(data, "yield", _YIELD_KEYS, path=path)
-    if yield_ is not None:
-        parcels = yield_.get("parcels")
-        if parcels is not None and parcels not in layers:
-            raise _err(
-                path,
-                "yield.parcels",
-                f"names no layer: {parcels!r}",
-                f"Valid layers are: {', '.join(layers)}",
-            )
-    fusion = _sub_table(data, "fusion", _FUSION_KEYS, path=path)
-    if fusion is not None:
-        for k in ("layers", "priority", "compare"):
-            for v in fusion.get(k, []) or []:
-                if v not in layers:
-                    raise _err(
-                        path,
-                        f"fusion.{k}",
-                        f"names no layer: {v!r}",
-                        f"Valid layers are: {', '.join(layers)}",
-                    )
-    site = _sub_table(data, "site", _SITE_KEYS, path=path)
+    grid = proj.get("grid")
+    if grid is not None and (not _number(grid) or not 1 <= grid <= 100_000):
+        raise _err(
+            path,
+            "project.grid",
+            f"must be a cell size in metres between 1 and 100 000, not {grid!r}",
+            "e.g. grid = 1000 for a management grid of 1 km cells",
+        )
+    db = _opt_str(proj, "db", path=path, key="project")
+    if db is not None and not db.startswith(("postgresql://", "postgres://")):
+        raise _err(
+            path,
+            "project.db",
+            "must be a postgresql:// URL",
+            'e.g. db = "postgresql://planner@localhost:5432/onemap?schema=multiplan"',
+        )
+    taxonomy = load_taxonomy(search)
     project = Project(
         path=path,
         name=name,
         title=title,
         crs=working,
+        working_crs=working_crs,
+        search_dirs=search,
         area=area,
         layers=MappingProxyType(layers),
         rules=rules,
         boundary=boundary,
         units=units,
         unit_name_field=unit_name_field,
+        grid=float(grid) if grid is not None else None,
         out=out,
-        yield_=yield_,
-        fusion=fusion,
-        site=site,
+        db=db,
+        yield_=parse_yield(data.get("yield"), path=path, layers=layers),
+        fusion=parse_fusion(
+            data.get("fusion"), path=path, layers=layers, boundary=boundary, units=units
+        ),
+        site=parse_site(data.get("site"), path=path, layers=layers, taxonomy=taxonomy),
     )
     logger.debug(
-        "loaded manifest %s: %d layers, %d rule packs", path, len(layers), len(rules)
+        "read manifest %s: %d layers, %d rule packs", path, len(layers), len(rules)
     )
     return project
 
 
-def _sub_table(
-    data: Mapping[str, Any], k: str, allowed: tuple[str, ...], *, path: Path
-) -> Mapping[str, Any] | None:
-    if k not in data:
-        return None
-    return MappingProxyType(dict(_check_keys(data[k], allowed, path=path, key=k)))
+def _unit_levels(
+    raw: Any, *, path: Path, layers: Mapping[str, LayerSpec]
+) -> tuple[str, ...]:
+    """Return ``units`` as levels from the largest down: one layer name, or a list of them."""
+    if raw is None:
+        return ()
+    levels = [raw] if isinstance(raw, str) else raw
+    if (
+        not isinstance(levels, list)
+        or not levels
+        or not all(isinstance(v, str) and v for v in levels)
+    ):
+        raise _err(
+            path,
+            "project.units",
+            "must be a layer name or a list of them, from the largest level down",
+            'e.g. units = "towns" or units = ["towns", "communities"]',
+        )
+    for v in levels:
+        if v not in layers:
+            raise _err(
+                path,
+                "project.units",
+                f"names no layer: {v!r}",
+                f"Valid layers are: {', '.join(layers)}",
+            )
+    if len(set(levels)) != len(levels):
+        raise _err(path, "project.units", "names a layer twice")
+    return tuple(levels)
 
 
 def _find_pack(ref: str, base: Path, *, path: Path, index: int) -> Path:
-    from multiplan.classify import builtin_rule_dirs
-
     candidate = _resolve(base, ref)
     if candidate.is_file():
         return candidate
@@ -392,8 +327,6 @@ def _find_pack(ref: str, base: Path, *, path: Path, index: int) -> Path:
 
 
 def _search_dirs(manifest: Path, rules: tuple[Path, ...]) -> tuple[Path, ...]:
-    from multiplan.classify import builtin_rule_dirs
-
     dirs = [r.parent / "classes" for r in rules]
     dirs.append(manifest.parent / "classes")
     dirs.extend(d / "classes" for d in builtin_rule_dirs())

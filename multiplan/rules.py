@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
-from multiplan.classify import ZONE_TAGS, Taxonomy, load_crosswalk, load_taxonomy
 from multiplan.errors import RulePackError, valid_keys_hint
 from multiplan.filters import Where, parse_where, where_mask
-from multiplan.project import TAG_RE, Project
+from multiplan.sections import known_tags
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pandas as pd
+
+    from multiplan.classify import Taxonomy
+    from multiplan.specs import Project
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +94,10 @@ class Rule:
         return (self.title_en or self.title) if lang == "en" else self.title
 
 
-def load_rules(
+def read_rules(
     project: Project, *, only: Iterable[str] | None = None
 ) -> tuple[Rule, ...]:
-    """Load and validate every rule pack of a project, in pack order.
+    """Read and validate every rule pack of a project, in pack order.
 
     Parameters
     ----------
@@ -109,8 +111,8 @@ def load_rules(
     RulePackError
         At the first problem, naming the pack, the rule and the key.
     """
-    taxonomy = load_taxonomy(project.search_dirs)
-    tags = known_tags(project)
+    taxonomy = project.taxonomy
+    tags = known_tags(project.layers)
     rules: list[Rule] = []
     seen: dict[str, Path] = {}
     for pack in project.rules:
@@ -134,24 +136,6 @@ def load_rules(
             )
         rules = [r for r in rules if r.id in wanted]
     return tuple(rules)
-
-
-def known_tags(project: Project) -> set[str]:
-    """Return the zone tags usable in selectors: built-in ones and any the project declares."""
-    tags = set(ZONE_TAGS)
-    for spec in project.layers.values():
-        if spec.cls and TAG_RE.match(spec.cls):
-            tags.add(spec.cls)
-        for rc in spec.classes:
-            if TAG_RE.match(rc.cls):
-                tags.add(rc.cls)
-        if spec.crosswalk_path is not None:
-            tags.update(
-                t
-                for t in load_crosswalk(spec.crosswalk_path).targets.values()
-                if TAG_RE.match(t)
-            )
-    return tags
 
 
 def _load_pack(
@@ -393,6 +377,7 @@ def class_mask(
     Examples
     --------
     >>> from types import MappingProxyType as P
+    >>> from multiplan.classify import Taxonomy
     >>> tx = Taxonomy(P({"07": "", "0701": "", "10": ""}), P({"construction": ("07", "10")}), P({}))
     >>> class_mask(np.array(["0701", "1001", "01", None, "eco_redline"], dtype=object),
     ...            ["construction", "eco_redline"], tx).tolist()

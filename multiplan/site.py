@@ -10,75 +10,85 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import shapely
 
 from multiplan import crs as crs_mod
-from multiplan.classify import load_taxonomy
-from multiplan.errors import InputError, ManifestError
-from multiplan.layers import CLASS_COL
-from multiplan.rules import class_mask, known_tags
+from multiplan.areas import area_m2, to_mu, union_area
+from multiplan.errors import InputError
+from multiplan.io import csv_writer
+from multiplan.layers import CLASS_COL, LayerInput, ensure_layers
+from multiplan.outputs import OutputFolder, write_set
+from multiplan.record import input_files
+from multiplan.rules import class_mask
+from multiplan.schema import SITE_COLUMNS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from multiplan.layers import Layer
-    from multiplan.project import Project
+    import folium
+    import geopandas as gpd
+
+    from multiplan.io import Writer
+    from multiplan.labels import Lang
+    from multiplan.layers import Layers
+    from multiplan.specs import Project
 
 logger = logging.getLogger(__name__)
-
-SITE_COLUMNS = ("layer", "class", "features", "area_m2", "area_mu", "share")
 
 
 @dataclass(frozen=True)
 class SiteResult:
     """What a site touches, and whether it touches anything forbidden."""
 
+    project: Project
     site: shapely.Geometry
     table: pd.DataFrame
     forbidden: pd.DataFrame
-    hits: Mapping[str, pd.DataFrame]
+    hits: Mapping[str, gpd.GeoDataFrame]
 
     @property
     def fails(self) -> bool:
         """Return whether the site shares area with anything in ``[site] forbid``."""
         return len(self.forbidden) > 0
 
+    @property
+    def verdict(self) -> str:
+        """Return ``"fail"`` when the site touches what ``[site] forbid`` lists, else ``"pass"``."""
+        return "fail" if self.fails else "pass"
 
-def forbid_list(project: Project) -> tuple[str, ...]:
-    """Return ``[site] forbid``, checked: each item a layer, a class code, a group or a zone tag.
+    def explore(self, *, lang: Lang = "zh") -> folium.Map:
+        """Return a small map centred on the site with what it touches."""
+        from multiplan.maps import build_site_map
 
-    Raises
-    ------
-    ManifestError
-        For an item that is none of these.
-    """
-    raw = (project.site or {}).get("forbid", [])
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        raise ManifestError(
-            "forbid must be a list of layers, classes or tags",
-            path=project.path,
-            key="site.forbid",
+        return build_site_map(self.project, self.site, self.hits, lang=lang)
+
+    def files(self, *, lang: Lang = "zh") -> dict[str, Writer]:
+        """Return site.csv and site.html as writers."""
+        from multiplan.maps import map_writer
+
+        return {
+            "site.csv": csv_writer(self.table),
+            "site.html": map_writer(self.explore(lang=lang)),
+        }
+
+    def write(self, out: str | Path | OutputFolder, *, lang: Lang = "zh") -> list[Path]:
+        """Write site.csv and site.html into ``out`` as one set; return the files.
+
+        Raises
+        ------
+        OutputError
+            When the folder is busy, not writable, or holds something else.
+        """
+        return write_set(
+            out,
+            self.files(lang=lang),
+            command="site",
+            inputs=input_files(self.project),
         )
-    taxonomy = load_taxonomy(project.search_dirs)
-    tags = known_tags(project)
-    for v in raw:
-        if not (
-            v in project.layers
-            or v in taxonomy.codes
-            or v in taxonomy.groups
-            or v in tags
-        ):
-            raise ManifestError(
-                f"{v!r} is neither a layer, a class code, a group nor a zone tag",
-                path=project.path,
-                key="site.forbid",
-                hint=f"Layers are: {', '.join(project.layers)}",
-            )
-    return tuple(raw)
 
 
 def read_site(site: str, project: Project) -> shapely.Geometry:
@@ -90,7 +100,7 @@ def read_site(site: str, project: Project) -> shapely.Geometry:
         When it is neither, or has no area.
     """
     text = site.strip()
-    working = crs_mod.parse_crs(project.crs)
+    working = project.working_crs
     if text.upper().startswith(("POLYGON", "MULTIPOLYGON")):
         try:
             geom = shapely.from_wkt(text)
@@ -133,22 +143,68 @@ def read_site(site: str, project: Project) -> shapely.Geometry:
 
 
 def screen_site(
-    site: shapely.Geometry, project: Project, layers: Mapping[str, Layer]
+    project: Project,
+    site: shapely.Geometry | str | Path,
+    *,
+    layers: LayerInput | None = None,
 ) -> SiteResult:
+    """Screen a proposed site against every layer; flag what ``[site] forbid`` lists.
+
+    Parameters
+    ----------
+    project
+        A manifest from :func:`multiplan.read_project`.
+    site
+        A polygon in the working CRS, or what :func:`read_site` reads (a vector
+        file, or WKT in the working CRS).
+    layers
+        Layers already read (or GeoDataFrames to use); what is missing is read.
+
+    Returns
+    -------
+    SiteResult
+        ``.verdict`` (``"pass"`` or ``"fail"``), ``.table`` per layer and class,
+        ``.forbidden`` (the rows ``[site] forbid`` lists), ``.hits`` (the
+        features touched, per layer).
+
+    Raises
+    ------
+    InputError
+        When the site cannot be read or has no area.
+
+    Examples
+    --------
+    >>> import multiplan
+    >>> project = multiplan.read_project("layers/xinbei/project.toml")
+    >>> site = shapely.box(490000, 3530000, 490300, 3530300)
+    >>> multiplan.screen_site(project, site).verdict
+    'fail'
+    """
+    geom = site if isinstance(site, shapely.Geometry) else read_site(str(site), project)
+    names = [
+        n
+        for n, s in project.layers.items()
+        if (s.kind == "vector" or s.classes)
+        and n != project.boundary
+        and n not in project.units
+    ]
+    return screen(project, geom, ensure_layers(project, names, layers))
+
+
+def screen(project: Project, site: shapely.Geometry, layers: Layers) -> SiteResult:
     """Intersect the site with every loaded layer; flag what ``[site] forbid`` lists."""
-    working = crs_mod.parse_crs(project.crs)
-    site_area = float(
-        crs_mod.area_m2(np.array([site], dtype=object), working, project.area)[0]
-    )
+    working = project.working_crs
+    site_area = float(area_m2(np.array([site], dtype=object), working, project.area)[0])
     shapely.prepare(site)
     rows = []
-    hits: dict[str, pd.DataFrame] = {}
-    forbid = forbid_list(project)
-    taxonomy = load_taxonomy(project.search_dirs)
+    hits: dict[str, gpd.GeoDataFrame] = {}
+    forbid = project.site.forbid
+    taxonomy = project.taxonomy
     flagged = []
-    for name, layer in layers.items():
+    for name in layers:
+        layer = layers.layer(name)
         frame = layer.frame
-        if not len(frame) or name in (project.boundary, project.units):
+        if not len(frame) or name == project.boundary or name in project.units:
             continue
         geoms = np.asarray(frame.geometry.array, dtype=object)
         idx = shapely.STRtree(geoms).query(site, predicate="intersects")
@@ -162,7 +218,7 @@ def screen_site(
             else geoms[idx]
         )
         area = (
-            crs_mod.area_m2(parts, working, project.area)
+            area_m2(parts, working, project.area)
             if layer.family == "polygon"
             else np.zeros(len(idx))
         )
@@ -177,14 +233,8 @@ def screen_site(
         key = np.array(["" if c is None else str(c) for c in classes], dtype=object)
         for cls in sorted(set(key.tolist())):
             sel = key == cls
-            union_area = (
-                float(
-                    crs_mod.area_m2(
-                        np.array([shapely.union_all(parts[sel])], dtype=object),
-                        working,
-                        project.area,
-                    )[0]
-                )
+            shared = (
+                union_area(parts[sel], working, project.area)
                 if layer.family == "polygon"
                 else 0.0
             )
@@ -192,9 +242,9 @@ def screen_site(
                 "layer": name,
                 "class": cls or None,
                 "features": int(sel.sum()),
-                "area_m2": union_area,
-                "area_mu": union_area * 15.0 / 10000.0,
-                "share": union_area / site_area if site_area else 0.0,
+                "area_m2": shared,
+                "area_mu": to_mu(shared),
+                "share": shared / site_area if site_area else 0.0,
             }
             rows.append(row)
             forbidden = name in forbid or (
@@ -213,83 +263,9 @@ def screen_site(
     for c in ("layer", "class"):
         table[c] = pd.Series([r[c] for r in rows], dtype=object)
     return SiteResult(
+        project=project,
         site=site,
         table=table,
         forbidden=pd.DataFrame(flagged, columns=list(SITE_COLUMNS)),
         hits=hits,
     )
-
-
-def site_map_html(
-    result: SiteResult,
-    project: Project,
-    layers: Mapping[str, Layer],
-    *,
-    lang: str = "zh",
-) -> str:
-    """Return a small self-contained map centred on the site with what it touches."""
-    import geopandas as gpd
-
-    from multiplan import maps
-    from multiplan.layers import Layer, LayerStats
-    from multiplan.project import LayerSpec
-
-    shown: dict[str, Layer] = {}
-    for name, sub in result.hits.items():
-        shown[name] = Layer(
-            spec=layers[name].spec,
-            frame=sub,
-            family=layers[name].family,
-            stats=layers[name].stats,
-        )
-    site_frame = gpd.GeoDataFrame(
-        {"_class": ["site"], "_source_code": [None]},
-        geometry=[result.site],
-        crs=project.crs,
-    )
-    site_frame.index = pd.Index(["site"], name="id")
-    shown["site"] = Layer(
-        spec=LayerSpec(
-            name="site",
-            path="SITE",
-            title="拟选址" if lang == "zh" else "Proposed site",
-            cls="site",
-        ),
-        frame=site_frame,
-        family="polygon",
-        stats=LayerStats(source="SITE", driver=""),
-    )
-    empty: Any = gpd.GeoDataFrame(
-        {"rule_id": []}, geometry=gpd.GeoSeries([], crs=project.crs), crs=project.crs
-    )
-    return maps.map_html(maps.build_map(project, shown, empty, (), lang=lang))  # type: ignore[arg-type]
-
-
-def run_site(
-    project: Project, site: str, *, out: Path | None = None, lang: str = "zh"
-) -> tuple[SiteResult, list[Path]]:
-    """Screen a site and write site.csv and site.html; the caller turns ``fails`` into exit 1."""
-    from multiplan.io import csv_bytes, write_files
-    from multiplan.layers import load_layer
-    from multiplan.report import bytes_writer, check_outputs_are_not_inputs
-
-    forbid_list(project)  # checked before any work
-    geom = read_site(site, project)
-    out_dir = Path(out) if out is not None else project.out
-    check_outputs_are_not_inputs(project, out_dir)
-    layers = {
-        n: load_layer(s, project)
-        for n, s in project.layers.items()
-        if s.kind == "vector" or s.classes
-    }
-    result = screen_site(geom, project, layers)
-    files = write_files(
-        out_dir,
-        {
-            "site.csv": bytes_writer(csv_bytes(result.table)),
-            "site.html": bytes_writer(
-                site_map_html(result, project, layers, lang=lang).encode("utf-8")
-            ),
-        },
-    )
-    return result, files

@@ -16,10 +16,7 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
@@ -27,387 +24,22 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan import crs as crs_mod
-from multiplan.errors import InputError, ManifestError, valid_keys_hint
-from multiplan.filters import Where, parse_where, where_mask
-from multiplan.layers import public_fields
+from multiplan.areas import area_m2, to_mu, union_area
+from multiplan.errors import InputError, ManifestError
+from multiplan.filters import where_mask
+from multiplan.io import csv_writer, gpkg_writer
+from multiplan.layers import LayerInput, Layers, ensure_layers, public_fields
 
 if TYPE_CHECKING:
-    from multiplan.io import RasterSource
-    from multiplan.layers import Layer
-    from multiplan.project import Project
+    from collections.abc import Mapping, Sequence
+
+    from multiplan.io import Writer
+    from multiplan.specs import Project, Scenario, YieldSpec
 
 logger = logging.getLogger(__name__)
 
 GRADES = ("A", "B", "C", "D")
-_INDICATOR_KEYS = ("id", "title", "numerator", "denominator", "unit")
-_SCENARIO_KEYS = ("id", "title", "area_mu", "layer", "net_revenue_per_mu", "cost")
 AREA_MU = "area_mu"
-
-
-@dataclass(frozen=True)
-class Indicator:
-    """numerator / denominator per parcel (denominator default: the parcel's area in 亩)."""
-
-    id: str
-    title: str
-    numerator: str
-    denominator: str | None = None
-    unit: str = ""
-
-
-@dataclass(frozen=True)
-class Grading:
-    """Grades by thresholds (``thresholds``) or by rank (``top``: cumulative shares)."""
-
-    by: str
-    thresholds: Mapping[str, float] | None = None
-    top: Mapping[str, float] | None = None
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A land-revenue scenario: area (given, or measured from a layer) × net revenue − cost."""
-
-    id: str
-    title: str
-    net_revenue_per_mu: float
-    cost: float
-    area_mu: float | None = None
-    layer: str | None = None
-
-
-@dataclass(frozen=True)
-class Revenue:
-    """Where land value comes from: a 元/亩 table by class, or a land-value raster."""
-
-    table: Path | None = None
-    raster: str | None = None
-    unit: str = "yuan_per_m2"
-
-
-@dataclass(frozen=True)
-class YieldSpec:
-    """The validated ``[yield]`` table of a manifest."""
-
-    parcels: str | None
-    table: Path | None = None
-    join: str | None = None
-    indicators: tuple[Indicator, ...] = ()
-    score: Mapping[str, float] = field(default_factory=dict)
-    grading: Grading | None = None
-    revenue: Revenue | None = None
-    scenarios: tuple[Scenario, ...] = ()
-    park_field: str | None = None
-    exempt_ids: tuple[str, ...] = ()
-    exempt_where: Where | None = None
-    encoding: str = "utf-8-sig"
-
-
-def _err(
-    project: Project, key: str, message: str, hint: str | None = None
-) -> ManifestError:
-    return ManifestError(message, path=project.path, key=key, hint=hint)
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def load_yield_spec(project: Project) -> YieldSpec | None:
-    """Validate the manifest's ``[yield]`` table; ``None`` when there is none.
-
-    Raises
-    ------
-    ManifestError
-        Naming the ``yield.*`` key and what would be valid.
-    """
-    raw = project.yield_
-    if raw is None:
-        return None
-    parcels = raw.get("parcels")
-    if parcels is not None and (
-        not isinstance(parcels, str) or parcels not in project.layers
-    ):
-        raise _err(
-            project,
-            "yield.parcels",
-            f"names no layer: {parcels!r}",
-            f"Valid layers are: {', '.join(project.layers)}",
-        )
-    if parcels is not None and project.layers[parcels].kind != "vector":
-        raise _err(
-            project, "yield.parcels", "the parcels must be a vector layer of polygons"
-        )
-    table = None
-    if "table" in raw:
-        if not isinstance(raw["table"], str):
-            raise _err(project, "yield.table", "must be the path of a CSV file")
-        table = (project.path.parent / raw["table"]).resolve()
-        if not table.is_file():
-            raise _err(
-                project,
-                "yield.table",
-                f"file not found: {table}",
-                "The path is relative to the manifest",
-            )
-    join = raw.get("join")
-    if table is not None and not isinstance(join, str):
-        raise _err(
-            project,
-            "yield.join",
-            'a table needs join = "<its column holding the parcel id>"',
-        )
-    indicators = []
-    raw_ind = raw.get("indicators", [])
-    if not isinstance(raw_ind, list):
-        raise _err(project, "yield.indicators", "must be a list of tables")
-    for i, item in enumerate(raw_ind):
-        key = f"yield.indicators[{i}]"
-        if not isinstance(item, Mapping):
-            raise _err(
-                project,
-                key,
-                'must be a table such as { id = "tax_per_mu", numerator = "tax_wan" }',
-            )
-        for k in item:
-            if k not in _INDICATOR_KEYS:
-                raise _err(
-                    project,
-                    f"{key}.{k}",
-                    "unknown key",
-                    valid_keys_hint(k, _INDICATOR_KEYS),
-                )
-        iid, numerator = item.get("id"), item.get("numerator")
-        if not isinstance(iid, str) or not iid.isidentifier():
-            raise _err(
-                project,
-                f"{key}.id",
-                f"invalid indicator id {iid!r}",
-                "Use letters, digits and '_', e.g. \"tax_per_mu\"",
-            )
-        if not isinstance(numerator, str):
-            raise _err(
-                project, f"{key}.numerator", "every indicator needs a numerator field"
-            )
-        den = item.get("denominator")
-        if den is not None and not isinstance(den, str):
-            raise _err(
-                project,
-                f"{key}.denominator",
-                "must be a field name (default: the parcel's area in 亩)",
-            )
-        indicators.append(
-            Indicator(
-                iid,
-                str(item.get("title", iid)),
-                numerator,
-                den,
-                str(item.get("unit", "")),
-            )
-        )
-    ids = [ind.id for ind in indicators]
-    if len(set(ids)) != len(ids):
-        raise _err(project, "yield.indicators", "indicator ids must be unique")
-    score = raw.get("score", {})
-    if not isinstance(score, Mapping) or not all(_num(v) for v in score.values()):
-        raise _err(project, "yield.score", "must be a table of indicator = weight")
-    for k in score:
-        if k not in ids:
-            raise _err(
-                project,
-                f"yield.score.{k}",
-                "names no indicator",
-                f"Valid indicators are: {', '.join(ids)}",
-            )
-    grading = _parse_grades(project, raw.get("grades"), ids, has_score=bool(score))
-    revenue = _parse_revenue(project, raw.get("revenue"))
-    scenarios = _parse_scenarios(project, raw.get("scenario", []))
-    park_field = raw.get("park_field")
-    if park_field is not None and not isinstance(park_field, str):
-        raise _err(project, "yield.park_field", "must be a field name")
-    exempt_ids: tuple[str, ...] = ()
-    exempt_where = None
-    exempt = raw.get("exempt")
-    if isinstance(exempt, list):
-        exempt_ids = tuple(str(v) for v in exempt)
-    elif isinstance(exempt, Mapping):
-        exempt_where = parse_where(
-            exempt, path=project.path, key="yield.exempt", error=ManifestError
-        )
-    elif exempt is not None:
-        raise _err(
-            project,
-            "yield.exempt",
-            'must be a list of parcel ids or a filter such as { field = "founded", ge = 2024 }',
-        )
-    if (indicators or grading) and parcels is None:
-        raise _err(
-            project, "yield.parcels", "indicators and grades need a parcels layer"
-        )
-    encoding = raw.get("encoding", "utf-8-sig")
-    return YieldSpec(
-        parcels=parcels,
-        table=table,
-        join=join,
-        indicators=tuple(indicators),
-        score=dict(score),
-        grading=grading,
-        revenue=revenue,
-        scenarios=scenarios,
-        park_field=park_field,
-        exempt_ids=exempt_ids,
-        exempt_where=exempt_where,
-        encoding=str(encoding),
-    )
-
-
-def _parse_grades(
-    project: Project, raw: Any, ids: Sequence[str], *, has_score: bool
-) -> Grading | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise _err(
-            project,
-            "yield.grades",
-            'must be a table such as { by = "tax_per_mu", A = 30, B = 15, C = 5 }',
-        )
-    by = raw.get("by")
-    valid = [*ids, *(["score"] if has_score else [])]
-    if by not in valid:
-        raise _err(
-            project,
-            "yield.grades.by",
-            f"grades by {by!r}, which is neither an indicator nor the score",
-            f"Valid values are: {', '.join(valid)}",
-        )
-    for k in raw:
-        if k not in ("by", "top", "A", "B", "C"):
-            raise _err(
-                project,
-                f"yield.grades.{k}",
-                "unknown key",
-                "Valid keys are: by, A, B, C (thresholds) or top (shares by rank)",
-            )
-    if "top" in raw:
-        top = raw["top"]
-        if (
-            not isinstance(top, Mapping)
-            or set(top) != {"A", "B", "C"}
-            or not all(_num(v) for v in top.values())
-        ):
-            raise _err(
-                project,
-                "yield.grades.top",
-                "must give cumulative shares for A, B and C, e.g. { A = 0.2, B = 0.6, C = 0.95 }",
-            )
-        if not 0 < top["A"] <= top["B"] <= top["C"] <= 1:
-            raise _err(
-                project, "yield.grades.top", "shares must rise: 0 < A ≤ B ≤ C ≤ 1"
-            )
-        return Grading(by=str(by), top={k: float(v) for k, v in top.items()})
-    th = {k: raw.get(k) for k in ("A", "B", "C")}
-    if not all(_num(v) for v in th.values()):
-        raise _err(
-            project,
-            "yield.grades",
-            "thresholds need A, B and C numbers (or top = {...} to grade by rank)",
-        )
-    a, b, c = float(th["A"]), float(th["B"]), float(th["C"])  # type: ignore[arg-type]
-    if not a >= b >= c:
-        raise _err(project, "yield.grades", "thresholds must fall: A ≥ B ≥ C")
-    return Grading(by=str(by), thresholds={"A": a, "B": b, "C": c})
-
-
-def _parse_revenue(project: Project, raw: Any) -> Revenue | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping) or len({"table", "raster"} & set(raw)) != 1:
-        raise _err(
-            project,
-            "yield.revenue",
-            'give either table = "<code,yuan_per_mu CSV>" or raster = "<land-value raster layer>"',
-        )
-    for k in raw:
-        if k not in ("table", "raster", "unit"):
-            raise _err(
-                project,
-                f"yield.revenue.{k}",
-                "unknown key",
-                "Valid keys are: table, raster, unit",
-            )
-    if "table" in raw:
-        p = (project.path.parent / str(raw["table"])).resolve()
-        if not p.is_file():
-            raise _err(project, "yield.revenue.table", f"file not found: {p}")
-        return Revenue(table=p)
-    name = raw["raster"]
-    if name not in project.layers or project.layers[name].kind != "raster":
-        raster_layers = [n for n, s in project.layers.items() if s.kind == "raster"]
-        raise _err(
-            project,
-            "yield.revenue.raster",
-            f"names no raster layer: {name!r}",
-            f"Raster layers are: {', '.join(raster_layers) or 'none'}",
-        )
-    unit = raw.get("unit", "yuan_per_m2")
-    if unit not in ("yuan_per_m2", "yuan_per_mu"):
-        raise _err(
-            project,
-            "yield.revenue.unit",
-            f"invalid unit {unit!r}",
-            'Valid values are "yuan_per_m2" and "yuan_per_mu"',
-        )
-    return Revenue(raster=str(name), unit=str(unit))
-
-
-def _parse_scenarios(project: Project, raw: Any) -> tuple[Scenario, ...]:
-    if not isinstance(raw, list):
-        raise _err(project, "yield.scenario", "scenarios are [[yield.scenario]] tables")
-    out = []
-    for i, item in enumerate(raw):
-        key = f"yield.scenario[{i}]"
-        if not isinstance(item, Mapping):
-            raise _err(project, key, "must be a table")
-        for k in item:
-            if k not in _SCENARIO_KEYS:
-                raise _err(
-                    project,
-                    f"{key}.{k}",
-                    "unknown key",
-                    valid_keys_hint(k, _SCENARIO_KEYS),
-                )
-        sid = item.get("id")
-        if not isinstance(sid, str) or not sid:
-            raise _err(project, f"{key}.id", "every scenario needs an id")
-        if ("area_mu" in item) == ("layer" in item):
-            raise _err(
-                project, key, "give either area_mu or layer (whose area is measured)"
-            )
-        if "area_mu" in item and (not _num(item["area_mu"]) or item["area_mu"] < 0):
-            raise _err(project, f"{key}.area_mu", "must be a number of 亩 ≥ 0")
-        if "layer" in item and item["layer"] not in project.layers:
-            raise _err(
-                project,
-                f"{key}.layer",
-                f"names no layer: {item['layer']!r}",
-                f"Valid layers are: {', '.join(project.layers)}",
-            )
-        for k in ("net_revenue_per_mu", "cost"):
-            if not _num(item.get(k)):
-                raise _err(project, f"{key}.{k}", "must be a number of 元")
-        out.append(
-            Scenario(
-                sid,
-                str(item.get("title", sid)),
-                item["net_revenue_per_mu"],
-                item["cost"],
-                item.get("area_mu"),
-                item.get("layer"),
-            )
-        )
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------- indicators and grades
@@ -417,11 +49,82 @@ def _parse_scenarios(project: Project, raw: Any) -> tuple[Scenario, ...]:
 class YieldResult:
     """Per-parcel indicators and grades, their aggregates, scenarios, and what was counted."""
 
+    spec: YieldSpec
     parcels: gpd.GeoDataFrame
     by_unit: pd.DataFrame
     by_park: pd.DataFrame | None
     scenarios: pd.DataFrame
     notes: Mapping[str, Any]
+
+    def files(self) -> dict[str, Writer]:
+        """Return yield.gpkg, yield.csv, yield_by_unit.csv, yield_by_park.csv, scenarios.csv as writers."""
+        p = self.parcels
+        cols = [
+            "id",
+            "unit",
+            "area_m2",
+            AREA_MU,
+            *[i.id for i in self.spec.indicators],
+            "score",
+            "grade",
+        ]
+        table = pd.DataFrame({c: p[c] if c in p.columns else None for c in cols})
+        public = [*public_fields(p), p.geometry.name]
+        files: dict[str, Writer] = {
+            "yield.gpkg": gpkg_writer(
+                gpd.GeoDataFrame(p[public], geometry=p.geometry, crs=p.crs),
+                layer="yield",
+            ),
+            "yield.csv": csv_writer(table),
+            "yield_by_unit.csv": csv_writer(self.by_unit),
+            "scenarios.csv": csv_writer(self.scenarios),
+        }
+        if self.by_park is not None:
+            files["yield_by_park.csv"] = csv_writer(self.by_park)
+        return files
+
+
+def land_yield(project: Project, *, layers: LayerInput | None = None) -> YieldResult:
+    """Evaluate land yield (亩均效益) as the manifest's ``[yield]`` describes (SPEC §8).
+
+    Parameters
+    ----------
+    project
+        A manifest with a ``[yield]`` table.
+    layers
+        Layers already read (or GeoDataFrames to use); what is missing is read.
+
+    Returns
+    -------
+    YieldResult
+        Per parcel the indicators, score and grade; aggregates per unit and
+        park; the scenarios; what was counted (exempt, missing figures).
+
+    Raises
+    ------
+    ManifestError
+        When the manifest has no ``[yield]`` table.
+    InputError
+        For bad yield input (a duplicated id in the table, a missing field).
+
+    Examples
+    --------
+    >>> import multiplan
+    >>> y = multiplan.land_yield(multiplan.read_project("layers/xinbei/project.toml"))
+    >>> y.scenarios[["id", "gross_yuan", "net_yuan"]].iloc[0].tolist()
+    ['hunnan-tunnel', 1680000000, 1000000000]
+    """
+    spec = project.yield_
+    if spec is None:
+        raise ManifestError(
+            "the manifest has no [yield] table",
+            path=project.path,
+            key="yield",
+            hint="Add [yield] with parcels, indicators and grades (see docs/manifest.md)",
+        )
+    return compute_yield(
+        project, spec, ensure_layers(project, yield_layers_needed(project), layers)
+    )
 
 
 def _read_table(spec: YieldSpec, project: Project) -> pd.DataFrame:
@@ -458,9 +161,7 @@ def _read_table(spec: YieldSpec, project: Project) -> pd.DataFrame:
     return table
 
 
-def compute_yield(
-    project: Project, spec: YieldSpec, layers: Mapping[str, Layer]
-) -> YieldResult:
+def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldResult:
     """Compute indicators, score and grade per parcel, their aggregates and the scenarios.
 
     Raises
@@ -469,20 +170,19 @@ def compute_yield(
         For a duplicated id in the table or a field that neither the parcels nor
         the table have.
     """
-    working = crs_mod.parse_crs(project.crs)
+    working = project.working_crs
     notes: dict[str, Any] = {}
     if spec.parcels is None:
         parcels = gpd.GeoDataFrame(
             {"id": []}, geometry=gpd.GeoSeries([], crs=project.crs), crs=project.crs
         )
     else:
-        layer = layers[spec.parcels]
-        frame = layer.frame
+        frame = layers[spec.parcels]
         geoms = np.asarray(frame.geometry.array, dtype=object)
-        area = crs_mod.area_m2(geoms, working, project.area)
+        area = area_m2(geoms, working, project.area)
         data = pd.DataFrame(index=frame.index.astype(str))
         data["area_m2"] = area
-        data[AREA_MU] = area * 15.0 / 10000.0
+        data[AREA_MU] = to_mu(area)
         attrs = pd.DataFrame(frame.drop(columns=frame.geometry.name))
         attrs.index = data.index
         if spec.table is not None:
@@ -581,6 +281,7 @@ def compute_yield(
     by_park = aggregate(parcels, spec, "park") if "park" in parcels.columns else None
     scenarios = compute_scenarios(spec.scenarios, project, layers)
     return YieldResult(
+        spec=spec,
         parcels=parcels,
         by_unit=by_unit,
         by_park=by_park,
@@ -600,14 +301,13 @@ def _field(attrs: pd.DataFrame, name: str, project: Project, key: str) -> np.nda
     return pd.to_numeric(attrs[name], errors="coerce").to_numpy(dtype=float)
 
 
-def _unit_of(
-    project: Project, layers: Mapping[str, Layer], geoms: np.ndarray
-) -> np.ndarray:
+def _unit_of(project: Project, layers: Layers, geoms: np.ndarray) -> np.ndarray:
     """Return the unit holding each parcel's representative point (None outside every unit)."""
     out = np.full(len(geoms), None, dtype=object)
-    if not project.units or project.units not in layers or not len(geoms):
+    unit_layer = project.unit_layer
+    if not unit_layer or unit_layer not in layers or not len(geoms):
         return out
-    uf = layers[project.units].frame
+    uf = layers[unit_layer]
     names = uf[project.unit_name_field].to_numpy(dtype=object)
     pts = shapely.point_on_surface(geoms)
     ip, iu = shapely.STRtree(np.asarray(uf.geometry.array, dtype=object)).query(
@@ -730,7 +430,9 @@ def aggregate(parcels: pd.DataFrame, spec: YieldSpec, by: str) -> pd.DataFrame:
 
 
 def compute_scenarios(
-    scenarios: Sequence[Scenario], project: Project, layers: Mapping[str, Layer]
+    scenarios: Sequence[Scenario],
+    project: Project,
+    layers: Mapping[str, gpd.GeoDataFrame],
 ) -> pd.DataFrame:
     """Return scenarios.csv: gross = area 亩 × net revenue per 亩; net = gross − cost.
 
@@ -738,6 +440,7 @@ def compute_scenarios(
     --------
     The Shenyang Hunnan utility-tunnel case:
 
+    >>> from multiplan.specs import Scenario
     >>> s = Scenario("hunnan", "综合管廊节约用地收益", net_revenue_per_mu=700000, cost=680000000, area_mu=2400)
     >>> compute_scenarios([s], None, {})[["gross_yuan", "net_yuan"]].iloc[0].tolist()  # type: ignore[arg-type]
     [1680000000, 1000000000]
@@ -745,18 +448,12 @@ def compute_scenarios(
     rows = []
     for s in scenarios:
         if s.layer is not None:
-            layer = layers[s.layer]
-            union = shapely.union_all(
-                np.asarray(layer.frame.geometry.array, dtype=object)
+            a = union_area(
+                np.asarray(layers[s.layer].geometry.array, dtype=object),
+                project.working_crs,
+                project.area,
             )
-            a = float(
-                crs_mod.area_m2(
-                    np.array([union], dtype=object),
-                    crs_mod.parse_crs(project.crs),
-                    project.area,
-                )[0]
-            )
-            area_mu: float | int = a * 15.0 / 10000.0
+            area_mu: float | int = to_mu(a)
         else:
             assert s.area_mu is not None
             area_mu = s.area_mu
@@ -795,235 +492,15 @@ def _exact_product(a: float | int, b: float | int) -> float | int:
     return float(a) * float(b)
 
 
-# --------------------------------------------------------------------------- land value at stake
-
-
-def piece_values(
-    conflicts: pd.DataFrame,
-    project: Project,
-    spec: YieldSpec,
-    layers: Mapping[str, Layer],
-) -> np.ndarray:
-    """Return ``value_yuan`` per conflict piece: 元/亩 by A class × 亩, or raster mean × m²."""
-    n = len(conflicts)
-    if spec.revenue is None or not n:
-        return np.full(n, np.nan)
-    area_m2 = conflicts["area_m2"].to_numpy(dtype=float)
-    if spec.revenue.table is not None:
-        rates = read_revenue_table(spec.revenue.table)
-        per_mu = np.array(
-            [_rate(rates, c) for c in conflicts["a_class"].to_numpy(dtype=object)],
-            dtype=float,
-        )
-        out: np.ndarray = per_mu * area_m2 * 15.0 / 10000.0
-        return out
-    assert spec.revenue.raster is not None
-    raster = layers[spec.revenue.raster].raster
-    assert raster is not None
-    mean = raster_means(
-        np.asarray(conflicts.geometry.array, dtype=object),
-        raster,
-        crs_mod.parse_crs(project.crs),
-    )
-    scale = 15.0 / 10000.0 if spec.revenue.unit == "yuan_per_mu" else 1.0
-    value: np.ndarray = mean * area_m2 * scale
-    return value
-
-
-def read_revenue_table(path: Path) -> dict[str, float]:
-    """Read ``code,yuan_per_mu`` (元/亩 by taxonomy code prefix).
-
-    Raises
-    ------
-    InputError
-        On wrong columns or a value that is not a number.
-    """
-    try:
-        df = pd.read_csv(path, encoding="utf-8-sig", dtype={"code": str})
-    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise InputError(
-            f"cannot read the revenue table ({exc})",
-            path=path,
-            key="yield.revenue.table",
-        ) from exc
-    if list(df.columns[:2]) != ["code", "yuan_per_mu"]:
-        raise InputError(
-            "wrong columns",
-            path=path,
-            key="yield.revenue.table",
-            hint="The header must be code,yuan_per_mu",
-        )
-    values = pd.to_numeric(df["yuan_per_mu"], errors="coerce")
-    if values.isna().any():
-        bad = df["code"][values.isna()].iloc[0]
-        raise InputError(
-            f"yuan_per_mu of code {bad!r} is not a number",
-            path=path,
-            key="yield.revenue.table",
-        )
-    return dict(
-        zip(df["code"].astype(str).str.strip(), values.astype(float), strict=True)
-    )
-
-
-def _rate(rates: Mapping[str, float], code: object) -> float:
-    if not isinstance(code, str):
-        return math.nan
-    for n in range(len(code), 0, -1):
-        if code[:n] in rates:
-            return rates[code[:n]]
-    return math.nan
-
-
-def raster_means(geoms: np.ndarray, raster: RasterSource, crs: Any) -> np.ndarray:
-    """Mean raster value over each polygon, each pixel weighted by the area it shares with it.
-
-    Exact partial-pixel weights: pixels inside the polygon count whole, pixels on
-    its edge by the area of their intersection; nodata pixels are left out. The
-    polygons are taken into the raster's CRS. A polygon that covers no valid
-    pixel gets NaN.
-
-    Examples
-    --------
-    >>> from multiplan.io import RasterSource
-    >>> from affine import Affine
-    >>> values = np.ma.masked_array(np.array([[1.0, 3.0], [5.0, 7.0]]), mask=False)
-    >>> r = RasterSource(values, Affine(10, 0, 0, 0, -10, 20), None, "MEM", (2, 2), (10, 10), (0, 0, 20, 20), None, "float64")
-    >>> raster_means(np.array([shapely.box(5, 10, 15, 20)]), r, None).tolist()
-    [2.0]
-    """
-    geoms = np.asarray(geoms, dtype=object)
-    out = np.full(len(geoms), np.nan)
-    t = raster.transform
-    if t.b != 0 or t.d != 0:
-        raise InputError(
-            "the land-value raster is rotated; multiplan reads north-up rasters",
-            key="yield.revenue.raster",
-        )
-    if raster.crs is not None and crs is not None and raster.crs != crs:
-        geoms = crs_mod.transform_geometries(
-            geoms, crs_mod.make_transformer(crs, raster.crs)
-        )
-    values = np.ma.filled(raster.values.astype("float64"), np.nan)
-    h, w = values.shape
-    x0, dx, y0, dy = t.c, t.a, t.f, t.e  # dy < 0 for north-up
-    bounds = shapely.bounds(geoms)
-    for i, g in enumerate(geoms):
-        if g is None or g.is_empty:
-            continue
-        minx, miny, maxx, maxy = bounds[i]
-        c0 = max(math.floor((minx - x0) / dx), 0)
-        c1 = min(math.ceil((maxx - x0) / dx), w)
-        r0 = max(math.floor((maxy - y0) / dy), 0)
-        r1 = min(math.ceil((miny - y0) / dy), h)
-        if c0 >= c1 or r0 >= r1:
-            continue
-        grid_c, grid_r = np.meshgrid(np.arange(c0, c1), np.arange(r0, r1))
-        cols, rows = grid_c.ravel(), grid_r.ravel()
-        v = values[rows, cols]
-        valid = np.isfinite(v)
-        if not valid.any():
-            continue
-        cols, rows, v = cols[valid], rows[valid], v[valid]
-        boxes = shapely.box(
-            x0 + cols * dx, y0 + (rows + 1) * dy, x0 + (cols + 1) * dx, y0 + rows * dy
-        )
-        shapely.prepare(g)
-        inside = shapely.covers(g, boxes)
-        weight = np.where(inside, abs(dx * dy), 0.0)
-        edge = np.flatnonzero(~inside & shapely.intersects(g, boxes))
-        if len(edge):
-            weight[edge] = shapely.area(shapely.intersection(boxes[edge], g))
-        total = weight.sum()
-        if total > 0:
-            out[i] = float((weight * v).sum() / total)
-    return out
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-YIELD_FILES = (
-    "yield.gpkg",
-    "yield.csv",
-    "yield_by_unit.csv",
-    "yield_by_park.csv",
-    "scenarios.csv",
-)
-
-
-def yield_writers(result: YieldResult, spec: YieldSpec) -> dict[str, Any]:
-    """Return writers for yield.gpkg, yield.csv, yield_by_unit.csv, yield_by_park.csv and scenarios.csv."""
-    from multiplan.io import csv_bytes, gpkg_writer
-    from multiplan.report import bytes_writer
-
-    p = result.parcels
-    cols = [
-        "id",
-        "unit",
-        "area_m2",
-        AREA_MU,
-        *[i.id for i in spec.indicators],
-        "score",
-        "grade",
-    ]
-    table = pd.DataFrame({c: p[c] if c in p.columns else None for c in cols})
-    public = [*public_fields(p), p.geometry.name]
-    writers: dict[str, Any] = {
-        "yield.gpkg": gpkg_writer(
-            gpd.GeoDataFrame(p[public], geometry=p.geometry, crs=p.crs), layer="yield"
-        ),
-        "yield.csv": bytes_writer(csv_bytes(table)),
-        "yield_by_unit.csv": bytes_writer(csv_bytes(result.by_unit)),
-        "scenarios.csv": bytes_writer(csv_bytes(result.scenarios)),
-    }
-    if result.by_park is not None:
-        writers["yield_by_park.csv"] = bytes_writer(csv_bytes(result.by_park))
-    return writers
-
-
-def yield_layers_needed(project: Project, spec: YieldSpec | None) -> list[str]:
+def yield_layers_needed(project: Project) -> list[str]:
     """Return the layers the yield stage reads: parcels, the value raster, scenario layers, units."""
+    spec = project.yield_
     if spec is None:
         return []
     names = [
         spec.parcels,
         spec.revenue.raster if spec.revenue else None,
         *[s.layer for s in spec.scenarios],
-        project.units,
+        project.unit_layer,
     ]
     return [n for n in dict.fromkeys(names) if n]
-
-
-def run_yield(
-    project: Project, *, out: Path | None = None
-) -> tuple[YieldResult, list[Path]]:
-    """Compute land yield alone (``multiplan yield``) and write its outputs.
-
-    Raises
-    ------
-    InputError
-        When the manifest has no ``[yield]`` table, or for bad yield input.
-    """
-    from multiplan.io import remove_stale_temporaries, write_files
-    from multiplan.layers import load_layer
-    from multiplan.report import check_outputs_are_not_inputs
-
-    spec = load_yield_spec(project)
-    if spec is None:
-        raise ManifestError(
-            "the manifest has no [yield] table",
-            path=project.path,
-            key="yield",
-            hint="Add [yield] with parcels, indicators and grades (SPEC §8)",
-        )
-    out_dir = Path(out) if out is not None else project.out
-    check_outputs_are_not_inputs(project, out_dir)
-    layers = {
-        n: load_layer(project.layers[n], project)
-        for n in yield_layers_needed(project, spec)
-    }
-    result = compute_yield(project, spec, layers)
-    remove_stale_temporaries(out_dir)
-    files = write_files(out_dir, yield_writers(result, spec))
-    return result, files

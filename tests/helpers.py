@@ -10,6 +10,8 @@ from typing import Any
 import geopandas as gpd
 import shapely
 
+import multiplan
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "layers" / "xinbei" / "project.toml"
 DEFAULT_PACK = REPO / "rules" / "multiplan-default.toml"
@@ -28,6 +30,11 @@ TOWNS = {
 }
 # a Xinbei-like origin in EPSG:4549
 X0, Y0 = 490_000.0, 3_530_000.0
+
+
+def box(x0: float, y0: float, x1: float, y1: float) -> shapely.Polygon:
+    """A box in metres from the Xinbei-like origin."""
+    return shapely.box(X0 + x0, Y0 + y0, X0 + x1, Y0 + y1)
 
 
 def _toml_value(v: Any) -> str:
@@ -182,6 +189,37 @@ id_field = "zid"
 """,
         encoding="utf-8",
     )
-    from multiplan.project import load_project
+    from multiplan.project import read_project
 
-    return load_project(tmp_path / "project.toml")
+    return read_project(tmp_path / "project.toml")
+
+
+def run_check(
+    project: Any,
+    *,
+    out: Path | None = None,
+    lang: str = "zh",
+    tiles: str = "none",
+    with_map: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Check and write the output set, as `multiplan check` does (default: the manifest's out)."""
+
+    result = multiplan.check(project, **kwargs)
+    result.write(
+        out if out is not None else project.out,
+        lang=lang,
+        tiles=tiles,
+        with_map=with_map,
+    )
+    return result
+
+
+def map_data(html: str) -> dict[str, Any]:
+    """Return the data a map.html hands to its drawing script."""
+    import json
+
+    start = html.rindex("multiplanDraw(")  # the call, after the definition
+    start = html.index("{", start)
+    data, _ = json.JSONDecoder().raw_decode(html, start)
+    return data

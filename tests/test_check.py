@@ -1,5 +1,6 @@
 """The conflict check end to end on small projects whose answers are known by hand."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,112 +13,17 @@ import pandas as pd
 import pyogrio
 import pytest
 import shapely
-from helpers import X0, Y0, toml_dumps
+from helpers import X0, Y0, box, run_check
 
-from multiplan.check import CONFLICT_COLUMNS, run_check
+import multiplan
 from multiplan.crs import ellipsoidal_area, parse_crs
 from multiplan.errors import InputError, LayerError, RulePackError
-from multiplan.project import load_project
-
-
-def box(x0, y0, x1, y1):
-    return shapely.box(X0 + x0, Y0 + y0, X0 + x1, Y0 + y1)
-
-
-@pytest.fixture
-def make(tmp_path):
-    """Build a project: layers from (name → GeoDataFrame or spec) and rules."""
-
-    def build(
-        rules,
-        *,
-        layers=None,
-        boundary=True,
-        units=True,
-        area="planar",
-        extra_layers=None,
-    ):
-        gdfs = {
-            "plan": gpd.GeoDataFrame(
-                {
-                    "code": ["R21", "R21", "M3", "E2", "R21", "R21"],
-                    "pid": ["p1", "p2", "p3", "p4", "p5", "p6"],
-                },
-                geometry=[
-                    box(0, 0, 100, 100),  # p1: half in the zone
-                    box(50, 0, 150, 100),  # p2: overlaps p1 (same layer)
-                    box(300, 0, 400, 100),  # p3: class-3 industry
-                    box(0, 200, 100, 300),  # p4: farmland
-                    box(480, 400, 520, 440),  # p5: straddles the unit border at x=500
-                    box(1100, 0, 1200, 100),  # p6: outside the boundary
-                ],
-                crs="EPSG:4549",
-            ),
-            "zone": gpd.GeoDataFrame(
-                {"zid": ["z1", "z2"]},
-                geometry=[
-                    box(50, -50, 250, 150),
-                    box(60, -50, 260, 150),
-                ],  # two overlapping zones
-                crs="EPSG:4549",
-            ),
-            "care": gpd.GeoDataFrame(
-                {"name": ["敬老院"]},
-                geometry=[shapely.Point(X0 + 0, Y0 + 0)],
-                crs="EPSG:4549",
-            ),
-            "district": gpd.GeoDataFrame(
-                {"n": [1]}, geometry=[box(0, -100, 1000, 1000)], crs="EPSG:4549"
-            ),
-            "towns": gpd.GeoDataFrame(
-                {"name": ["西区", "东区"]},
-                geometry=[
-                    box(0, -100, 500, 1000),
-                    box(500, -100, 950, 1000),
-                ],  # x 950–1000 is in no unit
-                crs="EPSG:4549",
-            ),
-        }
-        gdfs.update(layers or {})
-        specs = {
-            "plan": {
-                "path": "plan.gpkg",
-                "class_field": "code",
-                "classification": "gb50137",
-                "id_field": "pid",
-            },
-            "zone": {"path": "zone.gpkg", "class": "eco_redline", "id_field": "zid"},
-            "care": {"path": "care.gpkg", "class": "080701"},
-            "district": {"path": "district.gpkg"},
-            "towns": {"path": "towns.gpkg"},
-        }
-        specs.update(extra_layers or {})
-        for name, g in gdfs.items():
-            g.to_file(tmp_path / f"{name}.gpkg", layer=name)
-        pack = tmp_path / "pack.toml"
-        pack.write_text(toml_dumps({"rule": rules}), encoding="utf-8")
-        proj = {
-            "name": "t",
-            "crs": "EPSG:4549",
-            "rules": [str(pack)],
-            "out": str(tmp_path / "out"),
-            "area": area,
-        }
-        if boundary:
-            proj["boundary"] = "district"
-        if units:
-            proj["units"] = "towns"
-        manifest = tmp_path / "project.toml"
-        manifest.write_text(
-            toml_dumps({"project": proj, "layers": specs}), encoding="utf-8"
-        )
-        return load_project(manifest)
-
-    return build
+from multiplan.project import read_project
+from multiplan.schema import PIECE_COLUMNS as CONFLICT_COLUMNS
 
 
 def rows(result):
-    return result.conflicts.drop(columns="geometry").to_dict("records")
+    return result.pieces.drop(columns="geometry").to_dict("records")
 
 
 RES_IN_ZONE = {
@@ -130,7 +36,7 @@ RES_IN_ZONE = {
 
 
 def test_intersect_by_hand(make):
-    result = run_check(make([RES_IN_ZONE], units=False), write=False)
+    result = multiplan.check(make([RES_IN_ZONE], units=False))
     got = {(r["a_id"], r["b_id"]): r["area_m2"] for r in rows(result)}
     # p1∩z1 = 50×100, p1∩z2 = 40×100, p2∩z1 = 100×100 (z1 covers p2: copied), p2∩z2 = 90×100
     assert got == pytest.approx(
@@ -168,7 +74,7 @@ def test_difference_with_distance_from_points(make):
         "distance": 120.0,
         "min_area": 0.0,
     }
-    result = run_check(make([rule], boundary=False, units=False), write=False)
+    result = multiplan.check(make([rule], boundary=False, units=False))
     got = {r["a_id"]: r["area_m2"] for r in rows(result)}
     circle = shapely.Point(X0, Y0).buffer(120, quad_segs=16)
     want = {
@@ -198,7 +104,7 @@ def test_same_layer_pairs_reported_once_and_never_with_themselves(make):
         "a": {"layer": "plan", "class": ["07"]},
         "b": {"layer": "plan", "class": ["07"]},
     }
-    result = run_check(make([rule], units=False), write=False)
+    result = multiplan.check(make([rule], units=False))
     assert [(r["a_id"], r["b_id"]) for r in rows(result)] == [("p1", "p2")]
     assert rows(result)[0]["area_m2"] == pytest.approx(5000.0)
     # with different selectors both directions are real and both are reported
@@ -208,7 +114,7 @@ def test_same_layer_pairs_reported_once_and_never_with_themselves(make):
         "a": {"layer": "plan", "class": ["07"]},
         "b": {"layer": "plan"},
     }
-    result = run_check(make([rule2], units=False), write=False)
+    result = multiplan.check(make([rule2], units=False))
     assert sorted((r["a_id"], r["b_id"]) for r in rows(result)) == [
         ("p1", "p2")
     ]  # p2∩p1 pairs: p2 sorts after p1
@@ -222,7 +128,7 @@ def test_hygiene_distance_same_layer(make):
         "b": {"layer": "plan", "class": ["100103"]},
         "distance": 200.0,
     }
-    result = run_check(make([rule], units=False), write=False)
+    result = multiplan.check(make([rule], units=False))
     ring = shapely.buffer(box(300, 0, 400, 100), 200, quad_segs=16)
     # p1 (x 0–100) only touches the 200 m ring (x 100–600): no piece
     assert shapely.intersection(box(0, 0, 100, 100), ring).area == 0
@@ -241,7 +147,7 @@ def test_boundary_clip_and_reach_in_through_a_buffer(make):
         "b": {"layer": "zone"},
         "distance": 800.0,
     }
-    result = run_check(make([rule], layers={"zone": outside}, units=False), write=False)
+    result = multiplan.check(make([rule], layers={"zone": outside}, units=False))
     got = {r["a_id"]: r["area_m2"] for r in rows(result)}
     # p6 lies outside the district: nothing of it survives the clip
     assert "p6" not in got
@@ -259,7 +165,7 @@ def test_units_split_and_null_unit(make):
         crs="EPSG:4549",
     )
     rule = {"id": "U1", "title": "x", "a": {"layer": "plan"}, "b": {"layer": "zone"}}
-    result = run_check(make([rule], layers={"zone": wide, "plan": plan}), write=False)
+    result = multiplan.check(make([rule], layers={"zone": wide, "plan": plan}))
     got = [(r["a_id"], r["unit"], round(r["area_m2"], 6)) for r in rows(result)]
     # sorted by a_id then unit as text, nulls first
     assert got == [
@@ -286,7 +192,7 @@ def test_min_area_applies_after_the_split(make):
         "b": {"layer": "district"},
         "min_area": 20.0,
     }
-    result = run_check(make([rule], layers={"plan": plan}), write=False)
+    result = multiplan.check(make([rule], layers={"plan": plan}))
     # 10 m² west of x=500 is dropped; 600 m² east stays
     assert [(r["unit"], r["area_m2"]) for r in rows(result)] == [
         ("东区", pytest.approx(600.0))
@@ -294,26 +200,25 @@ def test_min_area_applies_after_the_split(make):
 
 
 def test_ellipsoidal_areas(make):
-    result = run_check(
-        make([RES_IN_ZONE], units=False, area="ellipsoidal"), write=False
-    )
-    planar = run_check(make([RES_IN_ZONE], units=False), write=False)
-    g = np.asarray(result.conflicts.geometry.array, dtype=object)
-    assert result.conflicts["area_m2"].to_numpy() == pytest.approx(
+    result = multiplan.check(make([RES_IN_ZONE], units=False, area="ellipsoidal"))
+    planar = multiplan.check(make([RES_IN_ZONE], units=False))
+    g = np.asarray(result.pieces.geometry.array, dtype=object)
+    assert result.pieces["area_m2"].to_numpy() == pytest.approx(
         ellipsoidal_area(g, parse_crs("EPSG:4549"))
     )
     assert not np.allclose(
-        result.conflicts["area_m2"], planar.conflicts["area_m2"], rtol=1e-9, atol=0
+        result.pieces["area_m2"], planar.pieces["area_m2"], rtol=1e-9, atol=0
     )
-    assert result.conflicts["area_m2"].to_numpy() == pytest.approx(
-        planar.conflicts["area_m2"].to_numpy(), rel=1e-3
+    assert result.pieces["area_m2"].to_numpy() == pytest.approx(
+        planar.pieces["area_m2"].to_numpy(), rel=1e-3
     )
 
 
 def test_output_files_and_types(make):
     result = run_check(make([RES_IN_ZONE]))
-    out = result.out
+    out = result.project.out
     assert sorted(p.name for p in out.iterdir()) == [
+        ".multiplan",
         "by_unit.csv",
         "conflicts.gpkg",
         "map.html",
@@ -326,7 +231,7 @@ def test_output_files_and_types(make):
     assert info["crs"] == "EPSG:4549"
     assert info["geometry_type"] in ("MultiPolygon", "Polygon")
     gpkg = gpd.read_file(out / "conflicts.gpkg", layer="conflicts")
-    assert len(gpkg) == len(result.conflicts)
+    assert len(gpkg) == len(result.pieces)
     assert not gpkg.geometry.is_empty.any()
     assert set(gpkg.geom_type) <= {"Polygon", "MultiPolygon"}
     raw = (out / "summary.csv").read_bytes()
@@ -342,7 +247,7 @@ def test_output_files_and_types(make):
     import json
 
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    assert run["counts"]["pieces"] == len(result.conflicts)
+    assert run["counts"]["pieces"] == len(result.pieces)
     assert {"read", "overlay", "summarise"} <= set(run["timings_s"])
     names = {Path(i["path"]).name for i in run["inputs"]}
     assert {"project.toml", "pack.toml", "plan.gpkg", "gb50137.csv"} <= names
@@ -357,7 +262,7 @@ def test_rules_without_pieces_are_in_the_summary(make):
         "a": {"layer": "plan", "class": ["0101"]},
         "b": {"layer": "zone"},
     }
-    result = run_check(make([RES_IN_ZONE, none]), write=False)
+    result = multiplan.check(make([RES_IN_ZONE, none]))
     assert result.summary["rule_id"].tolist() == ["R1", "N1"]  # pack order
     assert result.summary.set_index("rule_id").loc["N1", "pieces"] == 0
 
@@ -381,13 +286,13 @@ def test_deterministic_and_workers_identical(make, tmp_path):
 def test_fail_on_and_only(make):
     low = dict(RES_IN_ZONE, id="L1", severity="low")
     project = make([RES_IN_ZONE, low])
-    result = run_check(project, write=False, only=["L1"])
+    result = multiplan.check(project, only=["L1"])
     assert [r.id for r in result.rules] == ["L1"]
     assert result.worst_severity() == "low"
     assert result.fails("low")
     assert not result.fails("medium")
     assert not result.fails("never")
-    assert run_check(project, write=False).fails("high")
+    assert multiplan.check(project).fails("high")
 
 
 def test_unmapped_codes_stop_the_check_unless_allowed(make):
@@ -398,8 +303,8 @@ def test_unmapped_codes_stop_the_check_unless_allowed(make):
     )
     project = make([dict(RES_IN_ZONE, a={"layer": "plan"})], layers={"plan": plan})
     with pytest.raises(LayerError, match=r"does not map: H11 \(1\).*--allow-unmapped"):
-        run_check(project, write=False)
-    result = run_check(project, write=False, allow_unmapped=True)
+        multiplan.check(project)
+    result = multiplan.check(project, allow_unmapped=True)
     classes = {r["a_id"]: r["a_class"] for r in rows(result)}
     assert classes["a"] == "070102"
     assert classes["b"] is None
@@ -429,7 +334,7 @@ def test_unmapped_codes_stop_the_check_unless_allowed(make):
 )
 def test_rules_that_need_the_data_to_be_checked(make, rule, words):
     with pytest.raises(RulePackError, match=words.replace(".", r"\.")):
-        run_check(make([rule]), write=False)
+        multiplan.check(make([rule]))
 
 
 def test_output_folder_holding_an_input_is_refused(make, tmp_path):
@@ -439,8 +344,8 @@ def test_output_folder_holding_an_input_is_refused(make, tmp_path):
         '"zone.gpkg"', '"conflicts.gpkg"'
     )
     project.path.write_text(text, encoding="utf-8")
-    with pytest.raises(InputError, match="would overwrite an input"):
-        run_check(load_project(project.path), out=tmp_path)
+    with pytest.raises(InputError, match="the output folder holds an input"):
+        run_check(read_project(project.path), out=tmp_path)
     assert (tmp_path / "conflicts.gpkg").exists()
 
 
@@ -453,76 +358,80 @@ def _hashes(folder):
     }
 
 
+def _siblings(folder):
+    return sorted(
+        p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.")
+    )
+
+
 def test_an_interrupted_write_leaves_previous_outputs_intact(make, monkeypatch):
     project = make([RES_IN_ZONE])
-    first = run_check(project)
-    before = _hashes(first.out)
-    import multiplan.io
+    run_check(project)
+    out = project.out
+    before = _hashes(out)
 
-    real = multiplan.io.csv_bytes
-    calls = {"n": 0}
+    def interrupted(self, staging, owned):
+        assert (staging / "conflicts.gpkg").is_file()  # the new set is half made …
+        raise KeyboardInterrupt  # … when the user presses Ctrl-C
 
-    def interrupted(frame):
-        calls["n"] += 1
-        if (
-            calls["n"] == 2
-        ):  # after conflicts.gpkg and summary.csv are on disk under temporary names
-            raise KeyboardInterrupt
-        return real(frame)
-
-    monkeypatch.setattr("multiplan.report.csv_bytes", interrupted)
+    monkeypatch.setattr("multiplan.outputs.OutputFolder._carry_over", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_check(project)
-    assert _hashes(first.out) == before  # no temporary file left, nothing replaced
+    assert _hashes(out) == before  # nothing replaced
+    assert _siblings(out) == []  # and the staging folder is gone
 
 
-def test_killing_a_run_during_its_writes_leaves_previous_outputs_intact(make, tmp_path):
+@pytest.mark.parametrize("step", ["staging", "swap"])
+def test_a_kill_at_any_step_leaves_one_whole_set(make, step):
+    """SIGKILL after the new set is staged, or between the two renames of a swap."""
     project = make([RES_IN_ZONE])
-    first = run_check(project)
-    before = _hashes(first.out)
+    run_check(project)
+    out = project.out
+    before = _hashes(out)
     script = textwrap.dedent(
         f"""
-        import os, signal, pyogrio
-        real = pyogrio.write_dataframe
-        def write_then_die(*args, **kwargs):
-            real(*args, **kwargs)          # conflicts.gpkg is written under its temporary name …
-            os.kill(os.getpid(), signal.SIGKILL)   # … and the process dies before any rename
-        pyogrio.write_dataframe = write_then_die
-        from multiplan.check import run_check
-        from multiplan.project import load_project
-        run_check(load_project({str(project.path)!r}))
+        from helpers import run_check
+        from multiplan.project import read_project
+        run_check(read_project({str(project.path)!r}), only=["R1"])
         """
     )
+    env = {
+        **os.environ,
+        "MULTIPLAN_TEST_KILL": step,
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, check=False
+        [sys.executable, "-c", script], capture_output=True, check=False, env=env
     )
-    assert proc.returncode == -signal.SIGKILL
-    after = _hashes(first.out)
-    leftovers = [n for n in after if n not in before]
-    assert leftovers
-    assert all(n.startswith(".conflicts.tmp-") for n in leftovers)
-    assert {n: h for n, h in after.items() if n in before} == before
-    # the next run removes the leftovers
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    if step == "staging":
+        assert _hashes(out) == before  # the previous set, whole
+        assert any(".staging-" in n for n in _siblings(out))
+    else:
+        assert not out.exists()  # killed between the renames: the old set is aside
+        assert any(".aside-" in n for n in _siblings(out))
+    # the next run puts back or removes what the killed run left, then writes its set
     run_check(project)
-    assert sorted(p.name for p in first.out.iterdir()) == sorted(before)
+    assert _siblings(out) == []
+    assert set(_hashes(out)) == set(before)
 
 
 def test_only_the_layers_the_rules_need_are_read(make, tmp_path):
     project = make([RES_IN_ZONE])
     (tmp_path / "care.gpkg").write_bytes(b"broken")  # not used by R1: never read
-    result = run_check(project, write=False)
+    result = multiplan.check(project)
     assert "care" not in result.layers
-    assert len(result.conflicts) > 0
+    assert len(result.pieces) > 0
 
 
 def test_no_rules_writes_empty_outputs(make, tmp_path):
     project = make([])
     result = run_check(project)
-    assert len(result.conflicts) == 0
+    assert len(result.pieces) == 0
     assert result.summary.empty
-    assert len(gpd.read_file(result.out / "conflicts.gpkg")) == 0
+    assert len(gpd.read_file(project.out / "conflicts.gpkg")) == 0
     assert list(
-        pd.read_csv(result.out / "summary.csv", encoding="utf-8-sig").columns
+        pd.read_csv(project.out / "summary.csv", encoding="utf-8-sig").columns
     ) == ["rule_id", "title", "severity", "pieces", "area_m2", "area_mu"]
 
 
@@ -530,7 +439,7 @@ def test_progress_reports_each_stage_with_totals(make):
     calls = []
     run_check(make([RES_IN_ZONE]), progress=lambda *args: calls.append(args))
     stages = [c[0] for c in calls]
-    assert stages == ["reading"] * 4 + ["checking", "drawing", "writing"]
+    assert stages == ["reading"] * 4 + ["checking", "summary"]
     assert [c[1:3] for c in calls if c[0] == "reading"] == [
         (0, 4),
         (1, 4),

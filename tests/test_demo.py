@@ -6,16 +6,16 @@ import sys
 import pytest
 from helpers import DEMO, REPO, TOWNS
 
-from multiplan.layers import CLASS_COL, load_layers
-from multiplan.project import load_project
+from multiplan.layers import CLASS_COL, read_layers
+from multiplan.project import read_project
 
 PARKS = {"生物医药产业园区", "常州航空产业园", "动力装备产业园区", "光伏产业园区"}
 
 
 @pytest.fixture(scope="module")
 def demo():
-    project = load_project(DEMO)
-    return project, load_layers(project)
+    project = read_project(DEMO)
+    return project, read_layers(project)
 
 
 def test_committed_layers_are_what_the_script_generates(tmp_path):
@@ -35,24 +35,24 @@ def test_committed_layers_are_what_the_script_generates(tmp_path):
 def test_demo_is_a_whole_district(demo):
     _, layers = demo
     assert sum(len(layer) for layer in layers.values()) >= 20_000
-    assert set(layers["towns"].frame["name"]) == TOWNS
-    assert set(layers["parks"].frame["YQMC"]) == PARKS
-    district = layers["district"].frame.geometry.iloc[0]
+    assert set(layers["towns"]["name"]) == TOWNS
+    assert set(layers["parks"]["YQMC"]) == PARKS
+    district = layers["district"].geometry.iloc[0]
     assert 500e6 < district.area < 515e6  # 新北区 ≈ 509 km²
-    towns = layers["towns"].frame.geometry
+    towns = layers["towns"].geometry
     assert towns.union_all().symmetric_difference(district).area < 1e-6 * district.area
 
 
 def test_every_code_of_the_demo_is_mapped(demo):
     _, layers = demo
     for name in ("tugui", "chenggui"):
-        assert not layers[name].stats.unmapped, name
-        assert layers[name].frame[CLASS_COL].notna().all(), name
+        assert not layers.layer(name).stats.unmapped, name
+        assert layers[name][CLASS_COL].notna().all(), name
 
 
 def test_the_plans_disagree_as_real_ones_do(demo):
     _, layers = demo
-    tugui, chenggui = layers["tugui"].frame, layers["chenggui"].frame
+    tugui, chenggui = layers["tugui"], layers["chenggui"]
     construction = chenggui[
         chenggui[CLASS_COL].str[:2].isin([f"{i:02d}" for i in range(7, 17)])
     ]
@@ -63,11 +63,9 @@ def test_the_plans_disagree_as_real_ones_do(demo):
         .area
         > 1e6
     )
-    eco = layers["eco_redline"].frame.geometry.union_all()
-    assert (
-        layers["basic_farmland"].frame.geometry.union_all().intersection(eco).area > 0
-    )
-    assert layers["roads"].frame.geometry.union_all().intersection(eco).area > 0
+    eco = layers["eco_redline"].geometry.union_all()
+    assert layers["basic_farmland"].geometry.union_all().intersection(eco).area > 0
+    assert layers["roads"].geometry.union_all().intersection(eco).area > 0
     # the two plans' parcel boundaries do not align
     assert (
         tugui.geometry.boundary.union_all()

@@ -8,10 +8,12 @@ import shapely
 from click.testing import CliRunner
 from helpers import DEMO, X0, Y0
 
+import multiplan
 from multiplan.cli import main
-from multiplan.fuse import build_faces, fuse_layers, number_patches, run_fuse
-from multiplan.layers import CLASS_COL, load_layers
-from multiplan.project import load_project
+from multiplan.layers import CLASS_COL, read_layers
+from multiplan.onemap import build_faces, fuse_layers
+from multiplan.patches import number_patches
+from multiplan.project import read_project
 
 
 def box(x0, y0, x1, y1):
@@ -83,8 +85,8 @@ compare = ["chenggui", "tugui"]
 """,
             encoding="utf-8",
         )
-        project = load_project(tmp_path / "p.toml")
-        return project, load_layers(project)
+        project = read_project(tmp_path / "p.toml")
+        return project, read_layers(project)
 
     return build
 
@@ -189,8 +191,9 @@ def test_number_collisions_take_the_next_free_number():
 
 
 def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
-    project = load_project(DEMO)
-    result, files = run_fuse(project, out=tmp_path)
+    project = read_project(DEMO)
+    result = multiplan.fuse(project)
+    files = result.write(tmp_path)
     assert {f.name for f in files} == {
         "onemap.gpkg",
         "differences.gpkg",
@@ -198,14 +201,14 @@ def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
     }
     faces = result.faces
     g = np.asarray(faces.geometry.array, dtype=object)
-    layers = load_layers(project, [*result.spec.layers, "district"])
+    layers = read_layers(project, [*result.spec.layers, "district"])
     district = shapely.union_all(
-        np.asarray(layers["district"].frame.geometry.array, dtype=object)
+        np.asarray(layers["district"].geometry.array, dtype=object)
     )
     union = shapely.union_all(
         np.concatenate(
             [
-                np.asarray(layers[n].frame.geometry.array, dtype=object)
+                np.asarray(layers[n].geometry.array, dtype=object)
                 for n in result.spec.layers
             ]
         )
@@ -219,7 +222,7 @@ def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
     for i in rng.choice(len(faces), 200, replace=False):
         pt = shapely.point_on_surface(g[i])
         for name in ("chenggui", "tugui", "eco_redline"):
-            frame = layers[name].frame
+            frame = layers[name]
             hit = frame[frame.geometry.contains(pt)]
             want = None if hit.empty else sorted(hit.index.astype(str))
             got = faces[f"{name}_id"].iloc[i]
@@ -238,9 +241,9 @@ def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
 
 
 def test_unchanged_demo_keeps_every_patch_number(tmp_path):
-    project = load_project(DEMO)
-    r1, _ = run_fuse(project, out=tmp_path / "a")
-    r2, _ = run_fuse(project, out=tmp_path / "b", workers=1)
+    project = read_project(DEMO)
+    r1 = multiplan.fuse(project)
+    r2 = multiplan.fuse(project, workers=1)
     assert r1.patches["patch_no"].tolist() == r2.patches["patch_no"].tolist()
     assert len(set(r1.patches["patch_no"])) == len(r1.patches)
 

@@ -11,15 +11,15 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from multiplan.errors import LayerError
-from multiplan.layers import CLASS_COL, SOURCE_CODE_COL, class_areas, load_layer
-from multiplan.project import load_project
+from multiplan.layers import CLASS_COL, SOURCE_CODE_COL, class_areas, read_layer
+from multiplan.project import read_project
 
 CHINESE = ["水田", "城镇住宅用地", "商业服务业设施用地", "可调整果园"]
 
 
 def load(write_manifest, name="p", **spec):
-    project = load_project(write_manifest({name: spec}))
-    return load_layer(project.layers[name], project), project
+    project = read_project(write_manifest({name: spec}))
+    return read_layer(project.layers[name], project), project
 
 
 def layer_error(write_manifest, *words, name="p", **spec):

@@ -6,13 +6,13 @@ import re
 import numpy as np
 import pytest
 import shapely
-from helpers import make_hostile_project
+from helpers import make_hostile_project, map_data, run_check
 
-from multiplan import maps
-from multiplan.check import run_check
+import multiplan
+from multiplan import mapdata
 from multiplan.crs import wgs84_to_gcj02
 from multiplan.errors import InputError
-from multiplan.project import load_project
+from multiplan.project import read_project
 
 # published WGS-84 → GCJ-02 pairs: the test vectors of googollee/eviltransform (lat, lng)
 EVILTRANSFORM_PAIRS = [
@@ -57,7 +57,7 @@ def test_encode_polygons_round_trips_to_a_tenth_of_a_metre():
             shapely.box(120.01, 31, 120.011, 31.001),
         ]
     )
-    enc = maps.encode_polygons(np.array([holed, multi, shapely.Polygon()]))
+    enc = mapdata.encode_polygons(np.array([holed, multi, shapely.Polygon()]))
     assert enc[2] == []
     for g, e in zip([holed, multi], enc[:2], strict=True):
         back = decode(e)
@@ -66,7 +66,7 @@ def test_encode_polygons_round_trips_to_a_tenth_of_a_metre():
 
 
 def test_safe_json_cannot_close_the_script():
-    text = maps._safe_json(
+    text = mapdata.safe_json(
         {"x": "</script><script>alert(1)</script>", "y": "\u2028", "z": "a&b"}
     )
     assert "<" not in text
@@ -87,24 +87,24 @@ def hostile(tmp_path):
 
 def test_map_html_is_self_contained_and_escapes_every_attribute(hostile):
     result = run_check(hostile)
-    html = (result.out / "map.html").read_text(encoding="utf-8")
+    html = (result.project.out / "map.html").read_text(encoding="utf-8")
     assert "<script src=" not in html
     assert not re.search(r'<link[^>]+href="(https?:)?//', html)
     assert "cdn.jsdelivr" not in html
     assert "unpkg" not in html
     assert "L.map(" in html  # Leaflet itself is inlined
     # payloads only ever appear escaped in the data
-    data = html.split("window.MP = ", 1)[1]
+    call = html[html.rindex("multiplanDraw(") :]
+    data = call[: call.index("</script>")]
     assert "<img" not in data
-    assert "</script>" not in data.split("\n", 1)[0]
     assert "\\u003cimg src=x onerror=" in data
     assert "<title>&lt;img src=x onerror=" in html
-    assert len(result.conflicts) == 2
+    assert len(result.pieces) == 2
 
 
 def test_report_html_escapes_every_attribute(hostile):
     result = run_check(hostile)
-    text = (result.out / "report.html").read_text(encoding="utf-8")
+    text = (result.project.out / "report.html").read_text(encoding="utf-8")
     assert "<img" not in text
     assert "&lt;b&gt;标题&lt;/b&gt;&#36;{1}" in text
     assert "&#36;{window.__pwned2=1}&#96;&#92;" in text
@@ -112,18 +112,20 @@ def test_report_html_escapes_every_attribute(hostile):
 
 
 def test_gaode_shifts_the_display_data_only(hostile):
-    result = run_check(hostile, write=False)
-    plain = maps.build_map_data(hostile, result.layers, result.conflicts, result.rules)
-    gaode = maps.build_map_data(
-        hostile, result.layers, result.conflicts, result.rules, tiles="gaode"
+    result = multiplan.check(hostile)
+    plain = mapdata.build_map_data(
+        hostile, result.layers.layers(), result.pieces, result.rules
+    )
+    gaode = mapdata.build_map_data(
+        hostile, result.layers.layers(), result.pieces, result.rules, tiles="gaode"
     )
     (x0, y0) = plain["groups"][-1]["features"][0][0][0][0][:2]
     (x1, y1) = gaode["groups"][-1]["features"][0][0][0][0][:2]
     dx, dy = (x1 - x0) / 1e6, (y1 - y0) / 1e6
     assert 0.004 < dx < 0.0055  # ≈ +450 m east at Xinbei
     assert -0.0025 < dy < -0.0015  # ≈ −220 m north
-    assert result.conflicts.geometry.iloc[0].equals(
-        run_check(hostile, write=False).conflicts.geometry.iloc[0]
+    assert result.pieces.geometry.iloc[0].equals(
+        multiplan.check(hostile).pieces.geometry.iloc[0]
     )
 
 
@@ -134,29 +136,31 @@ def test_tianditu_needs_a_key(hostile, monkeypatch):
     assert not (hostile.out / "conflicts.gpkg").exists()  # refused before any work
     monkeypatch.setenv("TIANDITU_KEY", "abc123")
     result = run_check(hostile, tiles="tianditu")
-    html = (result.out / "map.html").read_text(encoding="utf-8")
+    html = (result.project.out / "map.html").read_text(encoding="utf-8")
     assert "tianditu.gov.cn/vec_w/wmts" in html
     assert "tk=abc123" in html
 
 
 def test_same_inputs_same_map(hostile, tmp_path):
-    a = run_check(hostile, out=tmp_path / "a")
-    b = run_check(hostile, out=tmp_path / "b", workers=1)
-    assert (a.out / "map.html").read_bytes() == (b.out / "map.html").read_bytes()
+    run_check(hostile, out=tmp_path / "a")
+    run_check(hostile, out=tmp_path / "b", workers=1)
+    assert (tmp_path / "a" / "map.html").read_bytes() == (
+        tmp_path / "b" / "map.html"
+    ).read_bytes()
 
 
 def test_demo_map_size_and_groups(tmp_path):
     from helpers import DEMO
 
-    result = run_check(load_project(DEMO), out=tmp_path)
+    result = run_check(read_project(DEMO), out=tmp_path)
     size = (tmp_path / "map.html").stat().st_size
     assert size < 10_000_000
     html = (tmp_path / "map.html").read_text(encoding="utf-8")
-    data = json.loads(html.split("window.MP = ", 1)[1].split(";\n", 1)[0])
+    data = map_data(html)
     kinds = [g["kind"] for g in data["groups"]]
     assert kinds.count("conflicts") == int((result.summary["pieces"] > 0).sum())
     assert sum(
         len(g["features"]) for g in data["groups"] if g["kind"] == "conflicts"
-    ) == len(result.conflicts)
+    ) == len(result.pieces)
     assert {"boundary", "units", "plan", "zone", "points"} <= set(kinds)
     assert [k[0] for k in data["level1"]] == sorted(k[0] for k in data["level1"])

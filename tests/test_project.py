@@ -4,16 +4,17 @@ import pytest
 from helpers import DEFAULT_PACK, DEMO, toml_dumps
 
 from multiplan.errors import ManifestError
-from multiplan.project import LayerSpec, Project, load_project
+from multiplan.project import read_project
+from multiplan.specs import LayerSpec, Project
 
 
 def test_demo_manifest_loads():
-    p = load_project(DEMO)
+    p = read_project(DEMO)
     assert isinstance(p, Project)
     assert p.name == "xinbei"
     assert p.crs == "EPSG:4549"
     assert p.boundary == "district"
-    assert p.units == "towns"
+    assert p.units == ("towns",)
     assert (
         p.rules == (DEFAULT_PACK.resolve(),)
         or p.rules[0].resolve() == DEFAULT_PACK.resolve()
@@ -32,7 +33,7 @@ def test_demo_manifest_loads():
 
 def test_relative_paths_and_defaults(write_manifest, parcels):
     path = write_manifest({"p": {"path": parcels.name, "class_field": "DLBM"}})
-    p = load_project(path)
+    p = read_project(path)
     spec = p.layers["p"]
     assert spec.path == parcels
     assert spec.classification == "ydyh2023"  # default crosswalk: identity
@@ -42,7 +43,7 @@ def test_relative_paths_and_defaults(write_manifest, parcels):
 
 
 def test_builtin_pack_by_name(write_manifest, parcels):
-    p = load_project(
+    p = read_project(
         write_manifest({"tugui": {"path": parcels.name}}, rules=["multiplan-default"])
     )
     assert p.rules[0].name == "multiplan-default.toml"
@@ -50,7 +51,7 @@ def test_builtin_pack_by_name(write_manifest, parcels):
 
 def expect_error(path: Path, *words: str) -> str:
     with pytest.raises(ManifestError) as info:
-        load_project(path)
+        read_project(path)
     msg = str(info.value)
     assert msg.startswith(f"file {path}"), msg
     for w in words:
@@ -260,7 +261,7 @@ def test_fusion_and_yield_tables_are_checked(write_manifest, parcels, tmp_path):
 
 
 def test_postgis_sources_are_accepted_by_the_manifest(write_manifest):
-    p = load_project(
+    p = read_project(
         write_manifest(
             {"pg": {"path": "postgresql://user@localhost/db", "layer": "public.plan"}}
         )
@@ -274,5 +275,5 @@ def test_zip_inner_path_is_accepted(write_manifest, tmp_path, parcels):
     z = tmp_path / "delivery.zip"
     with zipfile.ZipFile(z, "w") as f:
         f.write(parcels, "inner/parcels.gpkg")
-    p = load_project(write_manifest({"z": {"path": "delivery.zip/inner/parcels.gpkg"}}))
+    p = read_project(write_manifest({"z": {"path": "delivery.zip/inner/parcels.gpkg"}}))
     assert str(p.layers["z"].path).endswith("delivery.zip/inner/parcels.gpkg")

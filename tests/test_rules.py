@@ -8,13 +8,13 @@ from helpers import DEFAULT_PACK, DEMO, toml_dumps
 from multiplan.classify import load_taxonomy
 from multiplan.errors import RulePackError
 from multiplan.filters import parse_where
-from multiplan.project import load_project
-from multiplan.rules import Rule, Selector, class_mask, load_rules, select
+from multiplan.project import read_project
+from multiplan.rules import Rule, Selector, class_mask, read_rules, select
 
 
 def test_default_pack_on_the_demo():
-    project = load_project(DEMO)
-    rules = load_rules(project)
+    project = read_project(DEMO)
+    rules = read_rules(project)
     ids = [r.id for r in rules]
     assert len(ids) == len(set(ids))
     assert {
@@ -45,13 +45,13 @@ def test_default_pack_on_the_demo():
 
 
 def test_only_keeps_pack_order_and_rejects_unknown_ids():
-    project = load_project(DEMO)
-    assert [r.id for r in load_rules(project, only=["FARM-01", "ECO-01"])] == [
+    project = read_project(DEMO)
+    assert [r.id for r in read_rules(project, only=["FARM-01", "ECO-01"])] == [
         "ECO-01",
         "FARM-01",
     ]
     with pytest.raises(RulePackError, match="--only names no rule 'ECO-99'"):
-        load_rules(project, only=["ECO-99"])
+        read_rules(project, only=["ECO-99"])
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def project_with_pack(write_manifest, parcels, tmp_path):
             "val": {"path": str(tmp_path / "v.tif"), "kind": "raster"},
         }
         (tmp_path / "v.tif").write_bytes(b"")
-        return load_project(write_manifest(layers, rules=packs)), pack
+        return read_project(write_manifest(layers, rules=packs)), pack
 
     return make
 
@@ -99,7 +99,7 @@ def test_a_good_pack(project_with_pack):
             relation="difference",
         ),
     )
-    rules = load_rules(project)
+    rules = read_rules(project)
     assert [r.id for r in rules] == ["R1", "R2"]
     assert rules[0].severity == "medium"  # default
     assert rules[0].min_area == 1.0
@@ -150,7 +150,7 @@ def test_a_good_pack(project_with_pack):
 def test_rule_errors(project_with_pack, change, words):
     project, pack = project_with_pack(dict(GOOD, **change))
     with pytest.raises(RulePackError) as info:
-        load_rules(project)
+        read_rules(project)
     msg = str(info.value)
     assert msg.startswith(f"file {pack}, key "), msg
     for w in words:
@@ -160,31 +160,31 @@ def test_rule_errors(project_with_pack, change, words):
 def test_missing_b_and_missing_id(project_with_pack):
     project, _ = project_with_pack({k: v for k, v in GOOD.items() if k != "b"})
     with pytest.raises(RulePackError, match="has no 'b' selector"):
-        load_rules(project)
+        read_rules(project)
     project, _ = project_with_pack({k: v for k, v in GOOD.items() if k != "id"})
     with pytest.raises(RulePackError, match=r"rule\[0\]\.id"):
-        load_rules(project)
+        read_rules(project)
 
 
 def test_duplicate_ids_within_and_across_packs(project_with_pack):
     project, _ = project_with_pack(GOOD, GOOD)
     with pytest.raises(RulePackError, match="duplicate rule id 'R1'"):
-        load_rules(project)
+        read_rules(project)
     project, pack = project_with_pack(GOOD, extra_pack=[GOOD])
     with pytest.raises(RulePackError, match=f"already used in {pack}"):
-        load_rules(project)
+        read_rules(project)
 
 
 def test_invalid_toml_pack(project_with_pack, tmp_path: Path):
     project, pack = project_with_pack(GOOD)
     pack.write_text("[[rule]\n", encoding="utf-8")
     with pytest.raises(RulePackError, match="not valid TOML"):
-        load_rules(project)
+        read_rules(project)
 
 
 @pytest.fixture(scope="module")
 def taxonomy():
-    return load_taxonomy(load_project(DEMO).search_dirs)
+    return load_taxonomy(read_project(DEMO).search_dirs)
 
 
 def test_class_mask_prefix_group_tag(taxonomy):

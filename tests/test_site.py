@@ -5,27 +5,28 @@ import shapely
 from click.testing import CliRunner
 from helpers import DEMO
 
+import multiplan
 from multiplan.cli import main
 from multiplan.errors import InputError
-from multiplan.layers import load_layer
-from multiplan.project import load_project
-from multiplan.site import read_site, run_site
+from multiplan.layers import read_layer
+from multiplan.project import read_project
+from multiplan.site import read_site
 
 INSIDE_RED_LINE = "POLYGON ((495568 3531178, 495768 3531178, 495768 3531378, 495568 3531378, 495568 3531178))"
 
 
 @pytest.fixture(scope="module")
 def project():
-    return load_project(DEMO)
+    return read_project(DEMO)
 
 
 def clean_site(project):
     """A 100 m square on urban-plan land that no forbidden layer touches."""
-    eco = load_layer(project.layers["eco_redline"], project).frame.geometry.union_all()
-    farm = load_layer(
+    eco = read_layer(project.layers["eco_redline"], project).frame.geometry.union_all()
+    farm = read_layer(
         project.layers["basic_farmland"], project
     ).frame.geometry.union_all()
-    cg = load_layer(project.layers["chenggui"], project).frame
+    cg = read_layer(project.layers["chenggui"], project).frame
     for g in cg.geometry:
         c = g.representative_point()
         sq = shapely.box(c.x - 50, c.y - 50, c.x + 50, c.y + 50)
@@ -74,8 +75,11 @@ def test_site_from_a_file_in_another_crs(project, tmp_path):
     site.to_file(tmp_path / "site.geojson")
     geom = read_site(str(tmp_path / "site.geojson"), project)
     assert geom.area == pytest.approx(40_000.0, rel=1e-6)
-    result, _ = run_site(project, str(tmp_path / "site.geojson"), out=tmp_path / "out")
+    result = multiplan.screen_site(project, tmp_path / "site.geojson")
     assert result.fails
+    assert result.verdict == "fail"
+    result.write(tmp_path / "out")
+    assert (tmp_path / "out" / "site.csv").is_file()
 
 
 def test_bad_sites(project, tmp_path):

@@ -12,19 +12,14 @@ from affine import Affine
 from click.testing import CliRunner
 from helpers import DEMO, X0, Y0, toml_dumps
 
-from multiplan.check import run_check
+import multiplan
 from multiplan.cli import main
 from multiplan.errors import InputError, ManifestError
 from multiplan.io import RasterSource
-from multiplan.project import load_project
-from multiplan.yields import (
-    Scenario,
-    compute_scenarios,
-    compute_yield,
-    load_yield_spec,
-    raster_means,
-    run_yield,
-)
+from multiplan.project import read_project
+from multiplan.specs import Scenario
+from multiplan.values import raster_means
+from multiplan.yields import compute_scenarios
 
 MU = 10000 / 15  # m² per 亩
 
@@ -91,7 +86,7 @@ path = "towns.gpkg"
 """,
             encoding="utf-8",
         )
-        return load_project(tmp_path / "project.toml")
+        return read_project(tmp_path / "project.toml")
 
     return build
 
@@ -109,15 +104,7 @@ indicators = [
 
 
 def yield_of(project):
-    from multiplan.layers import load_layer
-
-    spec = load_yield_spec(project)
-    layers = {
-        n: load_layer(project.layers[n], project)
-        for n in project.layers
-        if project.layers[n].kind == "vector"
-    }
-    return compute_yield(project, spec, layers), spec
+    return multiplan.land_yield(project), project.yield_
 
 
 def test_indicators_by_hand(project):
@@ -268,7 +255,7 @@ def test_yield_manifest_errors(project, extra, words):
     with pytest.raises(
         ManifestError, match=words.replace("(", r"\(").replace(".", r"\.")
     ):
-        load_yield_spec(project(BASE + extra + "\n"))
+        project(BASE + extra + "\n")
 
 
 # ------------------------------------------------------------------ land value from a raster
@@ -331,8 +318,8 @@ def test_raster_mean_misaligned_by_hand():
 
 def test_demo_values_agree_with_exactextract(tmp_path):
     exactextract = pytest.importorskip("exactextract")
-    result = run_check(load_project(DEMO), write=False, make_map=False)
-    c = result.conflicts
+    result = multiplan.check(read_project(DEMO))
+    c = result.pieces
     assert "value_yuan" in c.columns
     # pieces at the district's edge that touch no valid pixel have no value
     assert c["value_yuan"].isna().sum() < 0.005 * len(c)
@@ -394,8 +381,8 @@ revenue = { table = "rev.csv" }
 """,
         encoding="utf-8",
     )
-    result = run_check(load_project(tmp_path / "p.toml"), write=False, make_map=False)
-    v = dict(zip(result.conflicts["a_id"], result.conflicts["value_yuan"], strict=True))
+    result = multiplan.check(read_project(tmp_path / "p.toml"))
+    v = dict(zip(result.pieces["a_id"], result.pieces["value_yuan"], strict=True))
     # 100 × 50 m = 7.5 亩; R21 → 070102, longest prefix 0701 → 3 000 000 元/亩; M1 → 100101 → 10
     assert v == pytest.approx({"a": 7.5 * 3_000_000, "b": 7.5 * 500_000})
     s = result.summary.set_index("rule_id")
@@ -442,5 +429,5 @@ def test_run_yield_writes_nothing_on_bad_input(project, tmp_path):
     ]
     p = project(BASE, table_rows=rows)
     with pytest.raises(InputError):
-        run_yield(p)
+        multiplan.land_yield(p)
     assert not (tmp_path / "out").exists()

@@ -1,0 +1,63 @@
+"""``multiplan fuse``: the one map (一张图) and the two-plan differences."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from multiplan.cli.options import (
+    common_options,
+    echo,
+    force_option,
+    out_option,
+    output_folder,
+    project_argument,
+    read_project,
+    stage_progress,
+    workers_option,
+    wrote,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@click.command(name="fuse")
+@project_argument
+@out_option()
+@workers_option("Threads for the conflict check.")
+@force_option
+@common_options
+def fuse_cmd(
+    project_path: Path, out: Path | None, workers: int | None, force: bool
+) -> None:
+    """Build the one map (一张图): onemap.gpkg, and the two-plan differences.
+
+    Writes onemap.gpkg (layer onemap): the faces of the overlay of the [fusion]
+    layers inside the boundary, each with every layer's ids and class, the
+    resolved class and source by [fusion] priority, and the rules whose
+    conflicts cover it. With [fusion] compare = [first, second] also
+    differences.gpkg (numbered difference patches, 差异图斑, with empty ledger
+    columns for sign-off) and differences.csv (area by class and unit).
+
+    \b
+    Example:
+        multiplan fuse layers/xinbei/project.toml
+    """
+    from multiplan.onemap import fuse
+
+    project = read_project(project_path)
+    with (
+        output_folder(project, out, force=force) as folder,
+        stage_progress() as progress,
+    ):
+        result = fuse(project, workers=workers, progress=progress)
+        files = result.write(folder)
+    echo(f"{len(result.faces):,} faces")
+    if result.patches is not None:
+        counts = result.patches["diff_class"].value_counts().to_dict()
+        echo(
+            f"difference patches: 02 {counts.get('02', 0):,}, 03 {counts.get('03', 0):,}"
+        )
+    wrote(files)

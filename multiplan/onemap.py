@@ -1,0 +1,313 @@
+"""The one map (一张图): the faces of the overlay of every fused layer, and 两规差异.
+
+:func:`fuse` reads what it needs, runs the conflict check's overlay stage and
+calls :func:`fuse_layers`, which nodes the boundaries of every fused polygon (and the study
+boundary) once, polygonizes the noded linework into faces, and attributes each
+face by an interior point: per layer the features that cover it, the resolved
+class and source by ``[fusion] priority``, and the rules whose conflict pieces
+cover it. Faces never overlap and together cover the union of the layers (inside
+the boundary): one noding pass and vectorised spatial-index queries, not a chain
+of pairwise overlays.
+
+With ``[fusion] compare = [first, second]`` each face covered by both plans gets
+``diff_class``: ``01`` construction in both, ``02`` only in the first, ``03``
+only in the second, ``04`` in neither. Adjacent ``02``/``03`` faces with the same
+pair of source classes are dissolved into difference patches (差异图斑), each with
+a ``patch_no`` such as ``02-00017`` that comes from its position (the cell of a
+fixed grid anchored on the study boundary), so an unchanged patch keeps its
+number when the plans change elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from multiplan.areas import area_m2, to_mu
+from multiplan.io import csv_writer, gpkg_writer
+from multiplan.layers import CLASS_COL, LayerInput, ensure_layers
+from multiplan.outputs import OutputFolder, write_set
+from multiplan.patches import difference_patches, difference_table
+from multiplan.progress import Progress, no_progress
+from multiplan.record import input_files
+from multiplan.rulecheck import find_pieces, layers_needed
+from multiplan.rules import class_mask, read_rules
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+
+    from multiplan.io import Writer
+    from multiplan.layers import Layers
+    from multiplan.specs import FusionSpec, Project
+
+logger = logging.getLogger(__name__)
+
+DIFF_CLASSES = {
+    "01": ("两规均为建设用地", "construction in both plans"),
+    "02": ("仅第一规划为建设用地", "construction only in the first plan"),
+    "03": ("仅第二规划为建设用地", "construction only in the second plan"),
+    "04": ("两规均为非建设用地", "construction in neither plan"),
+}
+
+
+@dataclass(frozen=True)
+class FuseResult:
+    """The faces of the one map and, with ``compare``, the difference patches."""
+
+    project: Project
+    faces: gpd.GeoDataFrame
+    patches: gpd.GeoDataFrame | None
+    differences: pd.DataFrame | None
+    spec: FusionSpec
+
+    def files(self) -> dict[str, Writer]:
+        """Return onemap.gpkg (and differences.gpkg/.csv with compare) as writers."""
+        files: dict[str, Writer] = {
+            "onemap.gpkg": gpkg_writer(self.faces, layer="onemap")
+        }
+        if self.patches is not None and self.differences is not None:
+            files["differences.gpkg"] = gpkg_writer(self.patches, layer="differences")
+            files["differences.csv"] = csv_writer(self.differences)
+        return files
+
+    def write(self, out: str | Path | OutputFolder) -> list[Path]:
+        """Write the one map's files into ``out`` as one set; return the files.
+
+        Raises
+        ------
+        OutputError
+            When the folder is busy, not writable, or holds something else.
+        """
+        return write_set(
+            out,
+            self.files(),
+            command="fuse",
+            inputs=input_files(self.project),
+        )
+
+
+def fuse(
+    project: Project,
+    *,
+    layers: LayerInput | None = None,
+    workers: int | None = None,
+    progress: Progress = no_progress,
+) -> FuseResult:
+    """Build the one map (一张图): the faces of the overlay of the ``[fusion]`` layers.
+
+    Faces never overlap and together cover the union of the fused layers inside
+    the boundary. Each face carries every layer's ids and class, the resolved
+    ``class`` and ``source`` by ``[fusion] priority``, and ``conflicts``: the
+    rules whose pieces cover it (the project's rules are run for this). With
+    ``compare`` the two-plan classes and the numbered difference patches follow.
+
+    Parameters
+    ----------
+    project
+        A manifest from :func:`multiplan.read_project`.
+    layers
+        Layers already read (or GeoDataFrames to use); what is missing is read.
+    workers
+        Threads for the conflict check; default all cores.
+    progress
+        Called as ``progress(stage, done, total, item)``.
+
+    Returns
+    -------
+    FuseResult
+        ``.faces`` (onemap), ``.patches`` and ``.differences`` (with compare).
+
+    Raises
+    ------
+    InputError
+        For anything the user must fix in the layers or rules.
+    """
+    spec = project.fusion
+    rules = read_rules(project)
+    names = [
+        *layers_needed(project, rules),
+        *spec.layers,
+        project.boundary,
+        *project.units,
+    ]
+    lay = ensure_layers(project, [n for n in names if n], layers, progress=progress)
+    pieces = None
+    if rules:
+        pieces, _ = find_pieces(project, rules, lay, workers=workers, progress=progress)
+    progress("noding", 0, 1, "faces")
+    return fuse_layers(project, lay, conflicts=pieces)
+
+
+def build_faces(
+    polygon_sets: Sequence[np.ndarray], boundary: shapely.Geometry | None
+) -> np.ndarray:
+    """Return the faces of the overlay of all polygons (inside ``boundary``), not yet attributed.
+
+    Every polygon boundary is noded once; the faces are the polygons of the noded
+    linework that lie inside the boundary and inside at least one polygon.
+
+    Examples
+    --------
+    >>> faces = build_faces([np.array([shapely.box(0, 0, 2, 2)]), np.array([shapely.box(1, 1, 3, 3)])], None)
+    >>> sorted(shapely.area(faces).tolist())
+    [1.0, 3.0, 3.0]
+    """
+    geoms = (
+        np.concatenate([np.asarray(g, dtype=object) for g in polygon_sets])
+        if polygon_sets
+        else np.zeros(0, dtype=object)
+    )
+    geoms = geoms[~shapely.is_empty(geoms)]
+    if not len(geoms):
+        return np.zeros(0, dtype=object)
+    lines = [shapely.boundary(geoms)]
+    if boundary is not None:
+        lines.append(np.array([shapely.boundary(boundary)], dtype=object))
+    noded = shapely.union_all(np.concatenate(lines))
+    faces = np.asarray(
+        shapely.get_parts(shapely.polygonize(shapely.get_parts(noded))), dtype=object
+    )
+    faces = faces[shapely.area(faces) > 0]
+    pts = shapely.point_on_surface(faces)
+    keep = np.zeros(len(faces), dtype=bool)
+    fi, _ = shapely.STRtree(geoms).query(pts, predicate="within")
+    keep[np.unique(fi)] = True
+    if boundary is not None:
+        keep &= shapely.contains_xy(boundary, *shapely.get_coordinates(pts).T)
+    return faces[keep]
+
+
+def _cover(points: np.ndarray, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """For each point: the covering features' ids (sorted as text, comma-joined) and the first one's class."""
+    n = len(points)
+    ids = np.full(n, None, dtype=object)
+    cls = np.full(n, None, dtype=object)
+    if not len(frame) or not n:
+        return ids, cls
+    geoms = np.asarray(frame.geometry.array, dtype=object)
+    pi, fi = shapely.STRtree(geoms).query(points, predicate="within")
+    if not len(pi):
+        return ids, cls
+    fid = np.asarray(frame.index, dtype=object)[fi].astype(str)
+    fcls = frame[CLASS_COL].to_numpy(dtype=object)[fi]
+    df = pd.DataFrame({"p": pi, "id": fid, "cls": fcls}).sort_values(
+        ["p", "id"], kind="stable"
+    )
+    grouped = df.groupby("p", sort=True)
+    first = grouped.first()
+    joined = grouped["id"].agg(",".join)
+    ids[first.index.to_numpy()] = joined.to_numpy(dtype=object)
+    cls[first.index.to_numpy()] = first["cls"].to_numpy(dtype=object)
+    return ids, cls
+
+
+def fuse_layers(
+    project: Project, layers: Layers, *, conflicts: pd.DataFrame | None = None
+) -> FuseResult:
+    """Build the one-map faces (and the difference patches with ``compare``) from loaded layers."""
+    spec = project.fusion
+    boundary = None
+    if project.boundary and project.boundary in layers:
+        boundary = shapely.union_all(
+            np.asarray(layers[project.boundary].geometry.array, dtype=object)
+        )
+    fused = [n for n in spec.layers if layers.layer(n).family == "polygon"]
+    faces = build_faces(
+        [np.asarray(layers[n].geometry.array, dtype=object) for n in fused],
+        boundary,
+    )
+    pts = shapely.point_on_surface(faces)
+    data: dict[str, Any] = {}
+    per_class: dict[str, np.ndarray] = {}
+    for n in fused:
+        ids, cls = _cover(pts, layers[n])
+        data[f"{n}_id"] = ids
+        data[f"{n}_class"] = cls
+        per_class[n] = cls
+    resolved = np.full(len(faces), None, dtype=object)
+    source = np.full(len(faces), None, dtype=object)
+    for n in reversed([p for p in spec.priority if p in fused]):
+        has = np.array([v is not None for v in data[f"{n}_id"]], dtype=bool)
+        resolved[has] = per_class[n][has]
+        source[has] = n
+    data["class"] = resolved
+    data["source"] = source
+    data["conflicts"] = _conflict_ids(pts, conflicts)
+    if spec.compare is not None:
+        data["diff_class"] = _diff_classes(
+            per_class[spec.compare[0]],
+            per_class[spec.compare[1]],
+            data,
+            spec.compare,
+            project,
+        )
+    area = area_m2(faces, project.working_crs, project.area)
+    data["area_m2"] = area
+    data["area_mu"] = to_mu(area)
+    frame = gpd.GeoDataFrame(
+        {
+            k: pd.Series(v, dtype=object) if not k.startswith("area") else v
+            for k, v in data.items()
+        },
+        geometry=gpd.array.from_shapely(faces, crs=project.crs),
+        crs=project.crs,
+    )
+    # faces in reading order: north to south, west to east
+    c = shapely.get_coordinates(pts)
+    order = np.lexsort((np.round(c[:, 0], 3), -np.round(c[:, 1], 3)))
+    frame = frame.iloc[order].reset_index(drop=True)
+    patches = differences = None
+    if spec.compare is not None:
+        patches = difference_patches(frame, spec.compare, project, layers)
+        differences = difference_table(patches)
+    return FuseResult(
+        project=project,
+        faces=frame,
+        patches=patches,
+        differences=differences,
+        spec=spec,
+    )
+
+
+def _conflict_ids(points: np.ndarray, conflicts: pd.DataFrame | None) -> np.ndarray:
+    out = np.full(len(points), None, dtype=object)
+    if conflicts is None or not len(conflicts) or not len(points):
+        return out
+    geoms = np.asarray(conflicts.geometry.array, dtype=object)
+    pi, ci = shapely.STRtree(geoms).query(points, predicate="within")
+    if not len(pi):
+        return out
+    df = pd.DataFrame(
+        {"p": pi, "r": conflicts["rule_id"].to_numpy(dtype=object)[ci]}
+    ).drop_duplicates()
+    joined = df.sort_values(["p", "r"]).groupby("p")["r"].agg(",".join)
+    out[joined.index.to_numpy()] = joined.to_numpy(dtype=object)
+    return out
+
+
+def _diff_classes(
+    first: np.ndarray,
+    second: np.ndarray,
+    data: Mapping[str, np.ndarray],
+    compare: tuple[str, str],
+    project: Project,
+) -> np.ndarray:
+    taxonomy = project.taxonomy
+    both = np.array([a is not None for a in data[f"{compare[0]}_id"]]) & np.array(
+        [b is not None for b in data[f"{compare[1]}_id"]]
+    )
+    c1 = class_mask(first, ["construction"], taxonomy)
+    c2 = class_mask(second, ["construction"], taxonomy)
+    out = np.full(len(first), None, dtype=object)
+    out[both & c1 & c2] = "01"
+    out[both & c1 & ~c2] = "02"
+    out[both & ~c1 & c2] = "03"
+    out[both & ~c1 & ~c2] = "04"
+    return out

@@ -1,0 +1,204 @@
+"""The difference patches (差异图斑) of the two-plan comparison, numbered by position.
+
+Adjacent ``02``/``03`` faces of the one map with the same pair of source classes
+are dissolved into patches; each gets a ``patch_no`` such as ``02-00017`` from
+its position (the cell of a fixed grid anchored on the study boundary), so an
+unchanged patch keeps its number when the plans change elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from multiplan.areas import area_m2, to_mu
+from multiplan.schema import LEDGER_COLUMNS
+
+if TYPE_CHECKING:
+    from multiplan.layers import Layers
+    from multiplan.specs import Project
+
+logger = logging.getLogger(__name__)
+
+_MAX_PATCH_NO = 99_999
+
+
+def patch_grid(
+    project: Project,
+    layers: Layers,
+    extent: tuple[float, float, float, float],
+) -> tuple[float, float, float, int]:
+    """Return the fixed grid that numbers the patches: (x0, y1, cell size, columns).
+
+    The grid is anchored on the study boundary (else the given extent), snapped
+    out to whole kilometres, with the finest cell size in 10 m – 1 km for which
+    the cells number at most 99 999.
+    """
+    if project.boundary and project.boundary in layers:
+        extent = tuple(
+            shapely.total_bounds(
+                np.asarray(layers[project.boundary].geometry.array, dtype=object)
+            )
+        )
+    x0 = math.floor(extent[0] / 1000) * 1000
+    y0 = math.floor(extent[1] / 1000) * 1000
+    x1 = math.ceil(extent[2] / 1000) * 1000
+    y1 = math.ceil(extent[3] / 1000) * 1000
+    for size in (
+        10.0,
+        20.0,
+        25.0,
+        50.0,
+        100.0,
+        200.0,
+        250.0,
+        500.0,
+        1000.0,
+        2000.0,
+        5000.0,
+    ):
+        cols = math.ceil((x1 - x0) / size)
+        rows = math.ceil((y1 - y0) / size)
+        if cols * rows <= _MAX_PATCH_NO:
+            return float(x0), float(y1), size, cols
+    return float(x0), float(y1), 10000.0, math.ceil((x1 - x0) / 10000.0)
+
+
+def number_patches(
+    points: np.ndarray, classes: np.ndarray, grid: tuple[float, float, float, int]
+) -> np.ndarray:
+    """Return a ``patch_no`` per patch from its position: the class, then its grid cell.
+
+    Cells are numbered from 1 in reading order (north to south, west to east). Two
+    patches of one class in one cell: the one further west (then north) keeps the
+    number, the other takes the next number that no patch's own cell claims.
+
+    Examples
+    --------
+    >>> grid = (0.0, 1000.0, 100.0, 10)  # 10 × 10 cells of 100 m
+    >>> pts = shapely.points([(50, 950), (150, 950), (160, 960), (950, 50)])
+    >>> number_patches(pts, np.array(["02", "02", "02", "03"]), grid).tolist()
+    ['02-00001', '02-00002', '02-00003', '03-00100']
+    """
+    x0, y1, size, cols = grid
+    c = shapely.get_coordinates(points)
+    col = np.floor((c[:, 0] - x0) / size).astype(np.int64)
+    row = np.floor((y1 - c[:, 1]) / size).astype(np.int64)
+    cell = row * cols + col + 1
+    out = np.full(len(points), None, dtype=object)
+    for cls in sorted(set(classes.tolist())):
+        idx = np.flatnonzero(classes == cls)
+        claimed = set(cell[idx].tolist())
+        used: set[int] = set()
+        order = idx[np.lexsort((-c[idx, 1], c[idx, 0], cell[idx]))]
+        for i in order:
+            n = int(cell[i])
+            if n in used:
+                n = int(cell[i]) + 1
+                while n in used or n in claimed:
+                    n += 1
+            used.add(n)
+            out[i] = f"{cls}-{n:05d}"
+    return out
+
+
+def difference_patches(
+    faces: gpd.GeoDataFrame,
+    compare: tuple[str, str],
+    project: Project,
+    layers: Layers,
+) -> gpd.GeoDataFrame:
+    """Dissolve adjacent 02/03 faces with the same pair of source classes into numbered patches."""
+    a, b = compare
+    sel = faces[faces["diff_class"].isin(["02", "03"])]
+    rows = []
+    geoms = []
+    if len(sel):
+        key = (
+            sel[["diff_class", f"{a}_class", f"{b}_class"]]
+            .astype(object)
+            .where(sel[["diff_class", f"{a}_class", f"{b}_class"]].notna(), None)
+        )
+        for k, idx in key.groupby(
+            list(key.columns), dropna=False, sort=True
+        ).groups.items():
+            merged = shapely.union_all(
+                np.asarray(sel.loc[idx].geometry.array, dtype=object)
+            )
+            for part in shapely.get_parts(merged):
+                if part.geom_type == "Polygon" and part.area > 0:
+                    rows.append(
+                        {"diff_class": k[0], f"{a}_class": k[1], f"{b}_class": k[2]}
+                    )
+                    geoms.append(part)
+    garr = np.array(geoms, dtype=object)
+    out = gpd.GeoDataFrame(
+        pd.DataFrame(rows, columns=["diff_class", f"{a}_class", f"{b}_class"]),
+        geometry=gpd.array.from_shapely(garr, crs=project.crs),
+        crs=project.crs,
+    )
+    if not len(out):
+        for col in ("patch_no", "unit", "area_m2", "area_mu", *LEDGER_COLUMNS):
+            out[col] = pd.Series([], dtype=object)
+        return out
+    pts = shapely.point_on_surface(garr)
+    grid = patch_grid(project, layers, tuple(shapely.total_bounds(garr)))
+    out.insert(
+        0,
+        "patch_no",
+        pd.Series(
+            number_patches(pts, out["diff_class"].to_numpy(dtype=object), grid),
+            dtype=object,
+        ),
+    )
+    out["unit"] = pd.Series(_units_of(pts, project, layers), dtype=object)
+    area = area_m2(garr, project.working_crs, project.area)
+    out["area_m2"] = area
+    out["area_mu"] = to_mu(area)
+    for col in LEDGER_COLUMNS:
+        out[col] = pd.Series([None] * len(out), dtype=object)
+    return out.sort_values("patch_no", kind="stable").reset_index(drop=True)
+
+
+def _units_of(points: np.ndarray, project: Project, layers: Layers) -> np.ndarray:
+    out = np.full(len(points), None, dtype=object)
+    unit_layer = project.unit_layer
+    if not unit_layer or unit_layer not in layers:
+        return out
+    uf = layers[unit_layer]
+    pi, ui = shapely.STRtree(np.asarray(uf.geometry.array, dtype=object)).query(
+        points, predicate="within"
+    )
+    first = np.unique(pi, return_index=True)
+    out[first[0]] = uf[project.unit_name_field].to_numpy(dtype=object)[ui[first[1]]]
+    return out
+
+
+def difference_table(patches: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Return differences.csv: patches and area per difference class and unit."""
+    cols = ["diff_class", "unit", "patches", "area_m2", "area_mu"]
+    if not len(patches):
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(
+        {
+            "diff_class": patches["diff_class"].to_numpy(dtype=object),
+            "unit": [
+                "" if u is None else u for u in patches["unit"].to_numpy(dtype=object)
+            ],
+            "area_m2": patches["area_m2"].to_numpy(dtype=float),
+        }
+    )
+    g = (
+        df.groupby(["diff_class", "unit"], sort=True)
+        .agg(patches=("area_m2", "size"), area_m2=("area_m2", "sum"))
+        .reset_index()
+    )
+    g["area_mu"] = to_mu(g["area_m2"])
+    g["unit"] = pd.Series([None if u == "" else u for u in g["unit"]], dtype=object)
+    return g[cols]

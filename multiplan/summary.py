@@ -1,0 +1,235 @@
+"""The summarise stage: ``summary.csv``, ``by_unit.csv``, ``units.csv`` and district totals.
+
+Every figure here is the area of a *union* of pieces, never a sum: land that two
+pairs, or three rules, hit is counted once (SPEC §6). The report, the map and
+the ledgers read these tables and never add areas up themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from multiplan.areas import UnionAreas, area_m2, to_mu
+from multiplan.schema import BY_UNIT_COLUMNS, SUMMARY_COLUMNS, UNITS_COLUMNS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from multiplan.layers import Layers
+    from multiplan.rules import Rule
+    from multiplan.specs import Project
+
+logger = logging.getLogger(__name__)
+
+SEVERITIES = ("high", "medium", "low")
+
+
+@dataclass(frozen=True)
+class Summaries:
+    """The tables of the summarise stage, and the district totals (areas of unions, m²)."""
+
+    summary: pd.DataFrame
+    by_unit: pd.DataFrame | None
+    units: pd.DataFrame | None
+    totals: Mapping[str, float] = field(default_factory=dict)
+
+
+def summarise(
+    pieces: pd.DataFrame,
+    rules: Sequence[Rule],
+    project: Project,
+    layers: Layers,
+    *,
+    workers: int = 1,
+) -> Summaries:
+    """Return the summary tables of a check's pieces.
+
+    The overlaps between pieces are found once; each table then unions only the
+    clusters of overlapping pieces of its groups (:class:`~multiplan.areas.UnionAreas`).
+
+    Parameters
+    ----------
+    pieces
+        The pieces of :func:`multiplan.check` (SPEC §6 columns).
+    rules
+        The rules that ran, in pack order (rules without pieces get a row).
+    project, layers
+        For the working CRS, the area mode and the units layer.
+    workers
+        Threads for the overlap test and the unions.
+    """
+    unions = piece_unions(pieces, project, workers=workers)
+    summary = build_summary(pieces, rules, unions)
+    by_unit = units = None
+    if project.unit_layer:
+        by_unit = build_by_unit(pieces, rules, unions)
+        units = build_units(pieces, unions, unit_areas(project, layers))
+    return Summaries(summary, by_unit, units, build_totals(pieces, unions))
+
+
+def piece_unions(
+    pieces: pd.DataFrame, project: Project, *, workers: int = 1
+) -> UnionAreas:
+    """Return the union areas of a check's pieces, measured as the project says."""
+    geoms = (
+        np.asarray(pieces.geometry.array, dtype=object)
+        if len(pieces)
+        else np.zeros(0, dtype=object)
+    )
+    areas = pieces["area_m2"].to_numpy(dtype=float) if len(pieces) else np.zeros(0)
+    return UnionAreas(geoms, areas, project.working_crs, project.area, workers=workers)
+
+
+def _column(pieces: pd.DataFrame, name: str) -> np.ndarray:
+    return (
+        pieces[name].to_numpy(dtype=object)
+        if len(pieces)
+        else np.zeros(0, dtype=object)
+    )
+
+
+def build_summary(
+    pieces: pd.DataFrame, rules: Sequence[Rule], unions: UnionAreas, *, lang: str = "zh"
+) -> pd.DataFrame:
+    """Return summary.csv: one row per rule in pack order, rules without pieces included.
+
+    With land yield, ``value_yuan`` is the land value at stake summed over the
+    rule's pieces (the value of a union of pieces of different classes is not
+    defined).
+    """
+    rid = _column(pieces, "rule_id")
+    area = unions.by(rid)
+    has_value = "value_yuan" in pieces.columns
+    values = pieces["value_yuan"].to_numpy(dtype=float) if has_value else np.zeros(0)
+    rows = []
+    for r in rules:
+        mine = rid == r.id
+        a = area.get(r.id, 0.0)
+        row = {
+            "rule_id": r.id,
+            "title": r.label(lang),
+            "severity": r.severity,
+            "pieces": int(mine.sum()),
+            "area_m2": a,
+            "area_mu": to_mu(a),
+        }
+        if has_value:
+            row["value_yuan"] = float(np.nansum(values[mine]))
+        rows.append(row)
+    out = pd.DataFrame(
+        rows, columns=[*SUMMARY_COLUMNS, *(["value_yuan"] if has_value else [])]
+    )
+    out["pieces"] = out["pieces"].astype(int)
+    return out
+
+
+def _pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return an object array of ``(a, b)`` tuples (numpy would make a 2-D array of them)."""
+    out = np.empty(len(a), dtype=object)
+    for k, pair in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        out[k] = pair
+    return out
+
+
+def _unit_order(unit: object) -> tuple[bool, str]:
+    return (unit is not None, "" if unit is None else str(unit))
+
+
+def build_by_unit(
+    pieces: pd.DataFrame, rules: Sequence[Rule], unions: UnionAreas
+) -> pd.DataFrame:
+    """Return by_unit.csv: per unit (nulls first, then by name) and rule (pack order) with pieces."""
+    order = {r.id: i for i, r in enumerate(rules)}
+    keys = _pairs(_column(pieces, "unit"), _column(pieces, "rule_id"))
+    area = unions.by(keys)
+    counts: dict[tuple[Any, Any], int] = {}
+    for k in keys.tolist():
+        counts[k] = counts.get(k, 0) + 1
+    rows = []
+    for u, r in sorted(counts, key=lambda k: (*_unit_order(k[0]), order.get(k[1], 0))):
+        a = area[(u, r)]
+        rows.append(
+            {
+                "unit": u,
+                "rule_id": r,
+                "pieces": counts[(u, r)],
+                "area_m2": a,
+                "area_mu": to_mu(a),
+            }
+        )
+    out = pd.DataFrame(rows, columns=list(BY_UNIT_COLUMNS))
+    # keep text as objects: pandas 3 would infer a string dtype with NaN for a null unit
+    out["unit"] = pd.Series([r["unit"] for r in rows], dtype=object)
+    out["rule_id"] = pd.Series([r["rule_id"] for r in rows], dtype=object)
+    return out
+
+
+def unit_areas(project: Project, layers: Layers) -> dict[str, float]:
+    """Return each unit's own area in m² (the union of its features, by name)."""
+    name = project.unit_layer
+    if not name or name not in layers:
+        return {}
+    frame = layers[name]
+    geoms = np.asarray(frame.geometry.array, dtype=object)
+    names = np.array(
+        [None if pd.isna(n) else str(n) for n in frame[project.unit_name_field]],
+        dtype=object,
+    )
+    unions = UnionAreas(
+        geoms,
+        area_m2(geoms, project.working_crs, project.area),
+        project.working_crs,
+        project.area,
+    )
+    found = unions.by(names, mask=np.array([n is not None for n in names], dtype=bool))
+    return {str(k): v for k, v in found.items()}
+
+
+def build_units(
+    pieces: pd.DataFrame, unions: UnionAreas, own: dict[str, float]
+) -> pd.DataFrame:
+    """Return units.csv: per unit the union of *all* rules' pieces, its share, and per severity.
+
+    Every unit gets a row (sorted by name), conflicts or not; a first row with
+    ``unit`` empty holds land in no unit when there is any.
+    """
+    units = _column(pieces, "unit")
+    sev = _column(pieces, "severity")
+    area = unions.by(units)
+    by_sev = unions.by(_pairs(units, sev))
+    counts: dict[object, int] = {}
+    for u in units.tolist():
+        counts[u] = counts.get(u, 0) + 1
+    keys: list[str | None] = [*sorted(own)]
+    if None in counts:
+        keys = [None, *keys]
+    rows = []
+    for u in keys:
+        a = area.get(u, 0.0)
+        unit_area = own.get(u) if u is not None else None
+        row: dict[str, object] = {
+            "unit": u,
+            "unit_area_m2": unit_area,
+            "pieces": counts.get(u, 0),
+            "area_m2": a,
+            "area_mu": to_mu(a),
+            "share": a / unit_area if unit_area else None,
+        }
+        for s in SEVERITIES:
+            row[f"{s}_m2"] = by_sev.get((u, s), 0.0)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=list(UNITS_COLUMNS))
+    out["unit"] = pd.Series(keys, dtype=object)
+    return out
+
+
+def build_totals(pieces: pd.DataFrame, unions: UnionAreas) -> dict[str, float]:
+    """Return the district totals in m²: ``all`` (the union of every piece) and per severity."""
+    sev = _column(pieces, "severity")
+    by_sev = unions.by(sev)
+    return {"all": unions.total(), **{s: by_sev.get(s, 0.0) for s in SEVERITIES}}

@@ -1,0 +1,167 @@
+"""The value stage: the land value at stake on every conflict piece (SPEC §8).
+
+``value_yuan`` comes from a 元/亩 table by the piece's A class (longest code
+prefix), or from a land-value raster: the mean of the raster over the piece,
+each pixel weighted by the area it shares with the piece (exact partial-pixel
+weights), times the piece's area.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from multiplan import crs as crs_mod
+from multiplan.areas import to_mu
+from multiplan.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from multiplan.io import RasterSource
+    from multiplan.layers import Layers
+    from multiplan.specs import Project, Revenue
+
+logger = logging.getLogger(__name__)
+
+
+def piece_values(
+    pieces: pd.DataFrame, project: Project, revenue: Revenue, layers: Layers
+) -> np.ndarray:
+    """Return ``value_yuan`` per conflict piece: 元/亩 by A class × 亩, or raster mean × m²."""
+    n = len(pieces)
+    if not n:
+        return np.full(n, np.nan)
+    area_m2 = pieces["area_m2"].to_numpy(dtype=float)
+    if revenue.table is not None:
+        rates = read_revenue_table(revenue.table)
+        per_mu = np.array(
+            [_rate(rates, c) for c in pieces["a_class"].to_numpy(dtype=object)],
+            dtype=float,
+        )
+        out: np.ndarray = per_mu * to_mu(area_m2)
+        return out
+    assert revenue.raster is not None
+    raster = layers.layer(revenue.raster).raster
+    assert raster is not None
+    mean = raster_means(
+        np.asarray(pieces.geometry.array, dtype=object), raster, project.working_crs
+    )
+    value: np.ndarray = mean * area_m2
+    return to_mu(value) if revenue.unit == "yuan_per_mu" else value
+
+
+def read_revenue_table(path: Path) -> dict[str, float]:
+    """Read ``code,yuan_per_mu`` (元/亩 by taxonomy code prefix).
+
+    Raises
+    ------
+    InputError
+        On wrong columns or a value that is not a number.
+    """
+    try:
+        df = pd.read_csv(path, encoding="utf-8-sig", dtype={"code": str})
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise InputError(
+            f"cannot read the revenue table ({exc})",
+            path=path,
+            key="yield.revenue.table",
+        ) from exc
+    if list(df.columns[:2]) != ["code", "yuan_per_mu"]:
+        raise InputError(
+            "wrong columns",
+            path=path,
+            key="yield.revenue.table",
+            hint="The header must be code,yuan_per_mu",
+        )
+    values = pd.to_numeric(df["yuan_per_mu"], errors="coerce")
+    if values.isna().any():
+        bad = df["code"][values.isna()].iloc[0]
+        raise InputError(
+            f"yuan_per_mu of code {bad!r} is not a number",
+            path=path,
+            key="yield.revenue.table",
+        )
+    return dict(
+        zip(df["code"].astype(str).str.strip(), values.astype(float), strict=True)
+    )
+
+
+def _rate(rates: Mapping[str, float], code: object) -> float:
+    if not isinstance(code, str):
+        return math.nan
+    for n in range(len(code), 0, -1):
+        if code[:n] in rates:
+            return rates[code[:n]]
+    return math.nan
+
+
+def raster_means(geoms: np.ndarray, raster: RasterSource, crs: Any) -> np.ndarray:
+    """Mean raster value over each polygon, each pixel weighted by the area it shares with it.
+
+    Exact partial-pixel weights: pixels inside the polygon count whole, pixels on
+    its edge by the area of their intersection; nodata pixels are left out. The
+    polygons are taken into the raster's CRS. A polygon that covers no valid
+    pixel gets NaN.
+
+    Examples
+    --------
+    >>> from multiplan.io import RasterSource
+    >>> from affine import Affine
+    >>> values = np.ma.masked_array(np.array([[1.0, 3.0], [5.0, 7.0]]), mask=False)
+    >>> r = RasterSource(values, Affine(10, 0, 0, 0, -10, 20), None, "MEM", (2, 2), (10, 10), (0, 0, 20, 20), None, "float64")
+    >>> raster_means(np.array([shapely.box(5, 10, 15, 20)]), r, None).tolist()
+    [2.0]
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    out = np.full(len(geoms), np.nan)
+    t = raster.transform
+    if t.b != 0 or t.d != 0:
+        raise InputError(
+            "the land-value raster is rotated; multiplan reads north-up rasters",
+            key="yield.revenue.raster",
+        )
+    if raster.crs is not None and crs is not None and raster.crs != crs:
+        geoms = crs_mod.transform_geometries(
+            geoms, crs_mod.make_transformer(crs, raster.crs)
+        )
+    values = np.ma.filled(raster.values.astype("float64"), np.nan)
+    h, w = values.shape
+    x0, dx, y0, dy = t.c, t.a, t.f, t.e  # dy < 0 for north-up
+    bounds = shapely.bounds(geoms)
+    for i, g in enumerate(geoms):
+        if g is None or g.is_empty:
+            continue
+        minx, miny, maxx, maxy = bounds[i]
+        c0 = max(math.floor((minx - x0) / dx), 0)
+        c1 = min(math.ceil((maxx - x0) / dx), w)
+        r0 = max(math.floor((maxy - y0) / dy), 0)
+        r1 = min(math.ceil((miny - y0) / dy), h)
+        if c0 >= c1 or r0 >= r1:
+            continue
+        grid_c, grid_r = np.meshgrid(np.arange(c0, c1), np.arange(r0, r1))
+        cols, rows = grid_c.ravel(), grid_r.ravel()
+        v = values[rows, cols]
+        valid = np.isfinite(v)
+        if not valid.any():
+            continue
+        cols, rows, v = cols[valid], rows[valid], v[valid]
+        boxes = shapely.box(
+            x0 + cols * dx, y0 + (rows + 1) * dy, x0 + (cols + 1) * dx, y0 + rows * dy
+        )
+        shapely.prepare(g)
+        inside = shapely.covers(g, boxes)
+        weight = np.where(inside, abs(dx * dy), 0.0)
+        edge = np.flatnonzero(~inside & shapely.intersects(g, boxes))
+        if len(edge):
+            weight[edge] = shapely.area(shapely.intersection(boxes[edge], g))
+        total = weight.sum()
+        if total > 0:
+            out[i] = float((weight * v).sum() / total)
+    return out
