@@ -12,11 +12,17 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import shapely
 from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError, ProjError
+
+from multiplan.errors import LayerError
+
+if TYPE_CHECKING:
+    from multiplan.specs import LayerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -124,13 +130,34 @@ def old_datum(crs: CRS) -> str | None:
 
 
 def make_transformer(src: CRS, dst: CRS, pipeline: str | None = None) -> Transformer:
-    """Return an ``always_xy`` transformer from ``src`` to ``dst``.
+    """Return an ``always_xy`` transformer from ``src`` to ``dst`` (built once per pair).
 
     ``pipeline`` (a PROJ pipeline string) replaces PROJ's own choice.
     """
     if pipeline is not None and pipeline != "ballpark":
-        return Transformer.from_pipeline(pipeline)
-    return Transformer.from_crs(src, dst, always_xy=True)
+        return _pipeline(pipeline)
+    return transformer(src, dst)
+
+
+def transformer(src: CRS, dst: CRS) -> Transformer:
+    """Return the ``always_xy`` transformer from ``src`` to ``dst``, built once per pair.
+
+    Building a transformer costs PROJ a database search (tens of milliseconds);
+    a run takes many layers between the same few CRSs.
+    """
+    return _transformer(src.to_wkt(), dst.to_wkt())
+
+
+@functools.lru_cache(maxsize=64)
+def _transformer(src_wkt: str, dst_wkt: str) -> Transformer:
+    return Transformer.from_crs(
+        CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _pipeline(pipeline: str) -> Transformer:
+    return Transformer.from_pipeline(pipeline)
 
 
 def transform_geometries(geoms: np.ndarray, transformer: Transformer) -> np.ndarray:
@@ -185,14 +212,49 @@ def _family_codes(crs: CRS, *, cm: float, zone: int | None) -> list[int]:
     return out
 
 
+DEGREE_TOLERANCE = 1e-6
+"""Degrees a longitude may pass ±180 (or a latitude ±90) by: data cut at the antimeridian
+often carries 180.00000000000006."""
+
+
+def sample_points(geoms: np.ndarray, limit: int = 20_000) -> np.ndarray:
+    """Return up to ``limit`` vertices of the geometries, spread evenly, and the extreme ones.
+
+    Examples
+    --------
+    >>> sample_points(np.array([shapely.box(0, 0, 2, 1)]), limit=2).tolist()
+    [[2.0, 0.0], [0.0, 0.0], [0.0, 1.0], [2.0, 0.0], [2.0, 0.0], [2.0, 1.0]]
+    """
+    coords = shapely.get_coordinates(np.asarray(geoms, dtype=object))
+    if len(coords) <= limit:
+        return coords
+    step = int(np.ceil(len(coords) / limit))
+    extremes = coords[
+        [
+            coords[:, 0].argmin(),
+            coords[:, 0].argmax(),
+            coords[:, 1].argmin(),
+            coords[:, 1].argmax(),
+        ]
+    ]
+    return np.vstack([coords[::step], extremes])
+
+
 def diagnose_coordinates(
-    bounds: tuple[float, float, float, float], crs: CRS
+    bounds: tuple[float, float, float, float],
+    crs: CRS,
+    points: np.ndarray | None = None,
 ) -> str | None:
     """Explain why coordinates with these bounds cannot be in ``crs``, or return ``None``.
 
     The message names the likely CRS: a zone-prefixed easting declared without
     the prefix (or the reverse), latitude and longitude swapped, northing and
     easting swapped, or degrees declared as metres.
+
+    ``points`` (an ``(n, 2)`` sample of the features' vertices) decide whether the
+    data lies in the CRS's area of use; without them the corners of ``bounds``
+    do. An area of use across the antimeridian is understood, and longitudes a
+    few ULPs past ±180 count as ±180.
 
     Examples
     --------
@@ -207,8 +269,24 @@ def diagnose_coordinates(
     if not all(math.isfinite(v) for v in bounds):
         return None
     label = f"EPSG:{crs.to_epsg()} ({crs.name})" if crs.to_epsg() else crs.name
+    tol = DEGREE_TOLERANCE
+    if points is None:
+        points = np.array(
+            [
+                [xmin, ymin],
+                [xmax, ymin],
+                [xmin, ymax],
+                [xmax, ymax],
+                [(xmin + xmax) / 2, (ymin + ymax) / 2],
+            ]
+        )
     if crs.is_geographic:
-        if xmin >= -180 and xmax <= 180 and ymin >= -90 and ymax <= 90:
+        if (
+            xmin >= -180 - tol
+            and xmax <= 180 + tol
+            and ymin >= -90 - tol
+            and ymax <= 90 + tol
+        ):
             if _swapped_fits(bounds, crs):
                 return (
                     f"latitude and longitude are swapped (x holds values {xmin:g}–{xmax:g}, "
@@ -225,7 +303,7 @@ def diagnose_coordinates(
             f"so the layer cannot be in {label}; it is projected (in metres): declare its projected CRS, e.g. EPSG:4549"
         )
     # projected
-    if _fits(bounds, crs):
+    if _fits(points, crs):
         return None
     if xmin >= -180 and xmax <= 180 and ymin >= -90 and ymax <= 90:
         return (
@@ -251,13 +329,11 @@ def diagnose_coordinates(
             codes = _family_codes(crs, cm=cm, zone=None)
             likely = f"; the likely CRS is EPSG:{codes[0]}" if codes else ""
             return f"eastings of about {_spaced(xmin)} m lack the zone prefix of {label}{likely}"
-        if ymin < 1e6 <= xmin:
-            swapped = (ymin, xmin, ymax, xmax)
-            if _fits(swapped, crs):
-                return (
-                    f"northing and easting are swapped (x holds values {xmin:,.0f}–{xmax:,.0f}); "
-                    "the surveying order X=north, Y=east was written as x, y: swap the columns"
-                )
+        if ymin < 1e6 <= xmin and _fits(points[:, ::-1], crs):
+            return (
+                f"northing and easting are swapped (x holds values {xmin:,.0f}–{xmax:,.0f}); "
+                "the surveying order X=north, Y=east was written as x, y: swap the columns"
+            )
     lon = _area_text(crs)
     return f"coordinates {xmin:,.0f}–{xmax:,.0f}, {ymin:,.0f}–{ymax:,.0f} lie outside the area of {label}{lon}; check the declared CRS"
 
@@ -273,17 +349,19 @@ def _area_text(crs: CRS) -> str:
     return f" (lon {a.west:g}–{a.east:g}, lat {a.south:g}–{a.north:g})"
 
 
-def _fits(
-    bounds: tuple[float, float, float, float], crs: CRS, margin_deg: float = 2.0
-) -> bool:
-    """Return whether the bounds, taken into lon/lat, fall near the CRS's area of use."""
+def _fits(points: np.ndarray, crs: CRS, margin_deg: float = 2.0) -> bool:
+    """Return whether every point, taken into lon/lat, falls near the CRS's area of use.
+
+    The area of use may cross the antimeridian (west > east).
+    """
     geog = crs.geodetic_crs
-    if geog is None:
+    if geog is None or not len(points):
         return True
-    t = Transformer.from_crs(crs, geog, always_xy=True)
-    xmin, ymin, xmax, ymax = bounds
-    xs = np.array([xmin, xmax, xmin, xmax, (xmin + xmax) / 2])
-    ys = np.array([ymin, ymin, ymax, ymax, (ymin + ymax) / 2])
+    xs, ys = (
+        np.asarray(points[:, 0], dtype=float),
+        np.asarray(points[:, 1], dtype=float),
+    )
+    t = transformer(crs, geog)
     try:
         lon, lat = t.transform(xs, ys, errcheck=False)
     except ProjError:
@@ -291,22 +369,23 @@ def _fits(
     lon, lat = np.asarray(lon), np.asarray(lat)
     if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
         return False
-    if np.any(np.abs(lat) > 90) or np.any(np.abs(lon) > 180):
+    if np.any(np.abs(lat) > 90 + DEGREE_TOLERANCE) or np.any(
+        np.abs(lon) > 180 + DEGREE_TOLERANCE
+    ):
         return False
     # a round trip must come back: far outside a TM zone PROJ returns nonsense
-    back = Transformer.from_crs(geog, crs, always_xy=True)
-    bx, by = back.transform(lon, lat, errcheck=False)
+    bx, by = transformer(geog, crs).transform(lon, lat, errcheck=False)
     if not np.allclose(bx, xs, atol=1.0) or not np.allclose(by, ys, atol=1.0):
         return False
     a = crs.area_of_use
     if a is None:
         return True
-    return bool(
-        np.all(lon >= a.west - margin_deg)
-        and np.all(lon <= a.east + margin_deg)
-        and np.all(lat >= a.south - margin_deg)
-        and np.all(lat <= a.north + margin_deg)
-    )
+    lat_ok = (lat >= a.south - margin_deg) & (lat <= a.north + margin_deg)
+    if a.west <= a.east:
+        lon_ok = (lon >= a.west - margin_deg) & (lon <= a.east + margin_deg)
+    else:  # across the antimeridian: east of west, or west of east
+        lon_ok = (lon >= a.west - margin_deg) | (lon <= a.east + margin_deg)
+    return bool(np.all(lat_ok & lon_ok))
 
 
 def _swapped_fits(bounds: tuple[float, float, float, float], crs: CRS) -> bool:
@@ -348,7 +427,7 @@ def ellipsoidal_area(geoms: np.ndarray, crs: CRS) -> np.ndarray:
     if geog is None or ell is None:
         raise ValueError(f"{crs.name} has no ellipsoid")
     geod = Geod(a=ell.semi_major_metre, rf=ell.inverse_flattening)
-    to_geog = Transformer.from_crs(crs, geog, always_xy=True)
+    to_geog = transformer(crs, geog)
     lonlat = transform_geometries(np.asarray(geoms, dtype=object), to_geog)
     out = np.zeros(len(lonlat))
     for i, g in enumerate(lonlat):
@@ -440,3 +519,80 @@ def gcj02_to_wgs84(
         if np.max(np.abs(err), initial=0.0) < tol_deg:
             break
     return w
+
+
+# --------------------------------------------------------------------------
+# A layer's source CRS
+# --------------------------------------------------------------------------
+
+
+def source_crs(
+    spec: LayerSpec, declared: CRS | None
+) -> tuple[CRS, Literal["source", "manifest"]]:
+    """Return a layer's source CRS and where it came from: the source's own, else the manifest's.
+
+    Raises
+    ------
+    LayerError
+        When neither gives one.
+    """
+    if declared is not None:
+        if spec.crs is not None and parse_crs(spec.crs) != declared:
+            logger.info(
+                "layer %s: the source declares %s; the manifest's crs %s is not used",
+                spec.name,
+                declared.name,
+                spec.crs,
+            )
+        return declared, "source"
+    if spec.crs is not None:
+        return parse_crs(spec.crs), "manifest"
+    raise LayerError(
+        "the source declares no CRS and the manifest gives none",
+        key=f"layers.{spec.name}.crs",
+        path=spec.source,
+        layer=spec.name,
+        hint='Add crs = "EPSG:4549" (or the CRS the data is in) to the layer',
+    )
+
+
+def check_source_crs(
+    spec: LayerSpec,
+    src: CRS,
+    bounds: tuple[float, float, float, float] | None,
+    origin: str,
+    points: np.ndarray | None = None,
+) -> None:
+    """Refuse an old datum without a transformation, and coordinates that cannot be in ``src``.
+
+    Raises
+    ------
+    LayerError
+        Naming the likely CRS, or asking for ``transformation``.
+    """
+    label = f"EPSG:{src.to_epsg()}" if src.to_epsg() else src.name
+    datum = old_datum(src)
+    if datum is not None and spec.transformation is None:
+        raise LayerError(
+            f"the source is in {label} on the {datum} datum, for which PROJ has only a 'ballpark' transformation tens of metres off",
+            path=spec.source,
+            layer=spec.name,
+            key=f"layers.{spec.name}.transformation",
+            hint='Give transformation = "<PROJ pipeline to the working CRS>" with the locally published parameters, or "ballpark" to accept the error',
+        )
+    if bounds is not None:
+        problem = diagnose_coordinates(bounds, src, points)
+        if problem is not None:
+            key = f"layers.{spec.name}.crs"
+            where = (
+                "declared by the source"
+                if origin == "source"
+                else "given in the manifest"
+            )
+            raise LayerError(
+                f"{problem} (CRS {where})",
+                path=spec.source,
+                layer=spec.name,
+                key=key,
+                hint="Fix the .prj or set the layer's crs to the CRS the coordinates are really in",
+            )

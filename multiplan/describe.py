@@ -11,10 +11,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import shapely
 
+from multiplan.areas import area_m2, to_mu
 from multiplan.errors import InputError
-from multiplan.layers import CLASS_COL, Layer, class_areas, read_layer
+from multiplan.layers import CLASS_COL, Layer, read_layer
 from multiplan.progress import Progress, no_progress
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from multiplan.specs import Project
 
 logger = logging.getLogger(__name__)
+
+_NO_CLASS = "(no class)"
 
 
 def describe_layer(layer: Layer, project: Project) -> dict[str, Any]:
@@ -132,6 +136,8 @@ def format_descriptions(
         lines.append(f"  source    {d['source']} ({d['driver']}{enc})")
         if d.get("encoding_note"):
             lines.append(f"  note      {d['encoding_note']}")
+        for said in d.get("warnings") or ():
+            lines.append(f"  GDAL      {said}")
         origin = " (from the manifest)" if d["crs_from"] == "manifest" else ""
         lines.append(f"  CRS       {d['source_crs']}{origin} → {d['working_crs']}")
         if d["kind"] == "raster" and "raster" in d:
@@ -157,6 +163,11 @@ def format_descriptions(
                 + (
                     f", non-polygonal parts dropped on {d['dropped_parts']}"
                     if d["dropped_parts"]
+                    else ""
+                )
+                + (
+                    f", empty or degenerate rings dropped on {d['cleaned_rings']}"
+                    if d.get("cleaned_rings")
                     else ""
                 )
             )
@@ -208,3 +219,36 @@ def format_rules(rules: Sequence[Rule], *, lang: str = "zh") -> str:
         )
     lines.append(f"{len(rules)} rules")
     return "\n".join(lines) + "\n"
+
+
+def class_areas(layer: Layer, project: Project) -> pd.DataFrame:
+    """Return features and area (m², 亩) per class of a loaded layer, largest first.
+
+    The area is of the features as they are (overlaps inside the layer count twice).
+    """
+    frame = layer.frame
+    if frame.empty or layer.family != "polygon":
+        return pd.DataFrame({"class": [], "features": [], "area_m2": [], "area_mu": []})
+    areas = area_m2(
+        np.asarray(frame.geometry.array, dtype=object),
+        project.working_crs,
+        project.area,
+    )
+    df = pd.DataFrame(
+        {
+            "class": frame[CLASS_COL]
+            .fillna(_NO_CLASS if layer.spec.class_field is None else "<unmapped>")
+            .astype(str)
+            .to_numpy(),
+            "area_m2": areas,
+        }
+    )
+    out = (
+        df.groupby("class", sort=True)
+        .agg(features=("area_m2", "size"), area_m2=("area_m2", "sum"))
+        .reset_index()
+    )
+    out["area_mu"] = to_mu(out["area_m2"])
+    return out.sort_values(
+        ["area_m2", "class"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)

@@ -7,8 +7,9 @@ is ever evaluated (no ``eval``, no ``DataFrame.query``, no SQL).
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +20,8 @@ from multiplan.errors import InputError
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 Operator = Literal["in", "not_in", "eq", "ne", "lt", "le", "gt", "ge"]
 OPERATORS: tuple[Operator, ...] = ("in", "not_in", "eq", "ne", "lt", "le", "gt", "ge")
@@ -138,38 +141,120 @@ def _is_scalar(v: object) -> bool:
     )
 
 
-def where_mask(frame: pd.DataFrame, where: Where) -> np.ndarray:
+class FilterError(InputError):
+    """A filter that cannot mean anything on the data (a number compared with text)."""
+
+
+def where_mask(
+    frame: pd.DataFrame,
+    where: Where,
+    *,
+    path: str | Path | None = None,
+    key: str | None = None,
+) -> np.ndarray:
     """Return a boolean array: which rows of ``frame`` satisfy ``where``.
 
-    A null attribute satisfies no condition. Values are compared as numbers when
-    both sides are numeric, else as text.
+    A null attribute satisfies no condition. Comparisons (``lt``, ``le``, ``gt``,
+    ``ge``) compare numbers when the field is numeric, or when every value of a
+    text field reads as a number (logged at INFO); text with text only when the
+    filter gives text. ``in``/``eq``/``ne`` compare text with text on a text
+    field, and numbers on a numeric field.
+
+    Raises
+    ------
+    FilterError
+        For a comparison that cannot mean anything: a number against a text field
+        that holds other text, or text that is no number against a numeric field.
+        ``path`` and ``key`` say where the filter came from.
 
     Examples
     --------
-    >>> df = pd.DataFrame({"s": ["a", "b", None], "n": [1, 5, 9]})
+    >>> df = pd.DataFrame({"s": ["a", "b", None], "n": [1, 5, 9], "t": ["950", "1000", "20"]})
     >>> w = Where((Condition("s", "in", ("a", "b")), Condition("n", "gt", 2)))
     >>> where_mask(df, w).tolist()
+    [False, True, False]
+    >>> where_mask(df, Where((Condition("t", "ge", 1000),))).tolist()  # numbers held as text
     [False, True, False]
     """
     mask = np.ones(len(frame), dtype=bool)
     for cond in where.conditions:
-        mask &= _condition_mask(frame[cond.field], cond)
+        mask &= _condition_mask(frame[cond.field], cond, path=path, key=key)
     return mask
 
 
-def _condition_mask(col: pd.Series, cond: Condition) -> np.ndarray:
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _as_number(v: object) -> float | None:
+    if _is_number(v):
+        return float(v)  # type: ignore[arg-type]
+    try:
+        return float(str(v).strip())
+    except ValueError:
+        return None
+
+
+def _condition_mask(
+    col: pd.Series, cond: Condition, *, path: str | Path | None, key: str | None
+) -> np.ndarray:
     notnull = col.notna().to_numpy()
     values = cond.value if isinstance(cond.value, tuple) else (cond.value,)
     numeric_col = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(
         col
     )
-    numeric_values = all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in values
-    )
-    if numeric_col and numeric_values:
+    ordering = cond.op in ("lt", "le", "gt", "ge")
+
+    def fail(message: str) -> FilterError:
+        return FilterError(
+            message,
+            path=path,
+            key=key,
+            hint="Compare numbers with numeric fields, text with text fields",
+        )
+
+    left: np.ndarray
+    if numeric_col:
+        numbers = [_as_number(v) for v in values]
+        if any(n is None for n in numbers):
+            bad = values[numbers.index(None)]
+            raise fail(
+                f"field {cond.field!r} holds numbers ({col.dtype}) but the filter gives the text {bad!r}"
+            )
         left = col.to_numpy(dtype=float, na_value=np.nan)
-        right: Sequence[Any] = [float(v) for v in values]
+        right: list[Any] = [float(n) for n in numbers if n is not None]
+    elif ordering:
+        text = col.dropna().astype(str)
+        parsed = pd.to_numeric(text, errors="coerce")
+        all_numbers = len(text) > 0 and bool(parsed.notna().all())
+        if all_numbers and _as_number(values[0]) is not None:
+            logger.info(
+                "field %r holds numbers as text; %s compares them as numbers",
+                cond.field,
+                cond.op,
+            )
+            left = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+            right = [_as_number(values[0])]
+        elif isinstance(values[0], str):
+            left = np.array(
+                [_text(v) if v is not None else "" for v in col], dtype=object
+            )
+            right = [values[0]]
+        else:
+            sample = next(
+                (v for v in text if pd.isna(pd.to_numeric(v, errors="coerce"))), ""
+            )
+            raise fail(
+                f"field {cond.field!r} holds text (e.g. {sample!r}), which cannot be compared "
+                f"with {cond.op} {values[0]!r}"
+            )
     else:
+        if any(_is_number(v) for v in values):
+            logger.info(
+                "field %r holds text; the filter's numbers %s are compared as text",
+                cond.field,
+                [v for v in values if _is_number(v)],
+            )
         left = np.array([_text(v) for v in col], dtype=object)
         right = [_text(v) for v in values]
     if cond.op in ("in", "not_in"):
@@ -177,10 +262,8 @@ def _condition_mask(col: pd.Series, cond: Condition) -> np.ndarray:
         result = hit if cond.op == "in" else ~hit
     else:
         r = right[0]
+        safe = left if left.dtype != object else np.where(notnull, left, "")
         with np.errstate(invalid="ignore"):
-            safe = (
-                left if numeric_col and numeric_values else np.where(notnull, left, "")
-            )
             result = {
                 "eq": lambda: safe == r,
                 "ne": lambda: safe != r,

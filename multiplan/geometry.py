@@ -130,6 +130,78 @@ def polygonal_parts(geoms: np.ndarray) -> tuple[np.ndarray, int]:
     return out, dropped
 
 
+def non_finite(geoms: np.ndarray) -> np.ndarray:
+    """Return which geometries hold a NaN or infinite coordinate.
+
+    Examples
+    --------
+    >>> with np.errstate(invalid="ignore"):  # shapely warns of NaN as it builds one
+    ...     bad = shapely.from_wkt("POLYGON ((0 0, 1 0, 1 NaN, 0 0))")
+    >>> non_finite(np.array([shapely.box(0, 0, 1, 1), bad, None])).tolist()
+    [False, True, False]
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    out = np.zeros(len(geoms), dtype=bool)
+    coords, index = shapely.get_coordinates(geoms, return_index=True)
+    if len(coords):
+        bad = ~np.isfinite(coords).all(axis=1)
+        out[np.unique(index[bad])] = True
+    return out
+
+
+def clean_rings(geoms: np.ndarray) -> tuple[np.ndarray, int]:
+    """Drop empty and degenerate rings (fewer than 4 coordinates) from polygons.
+
+    GEOS takes a polygon with an empty hole as valid, then crashes on it in a
+    prepared predicate; such rings hold no area, so dropping them changes no
+    figure. A polygon whose shell is degenerate becomes empty (and is skipped).
+    Returns the geometries and how many were cleaned.
+
+    Examples
+    --------
+    >>> shell = shapely.linearrings([(0, 0), (10, 0), (10, 10), (0, 10), (0, 0)])
+    >>> holed = shapely.polygons(shell, holes=[shapely.LinearRing()])
+    >>> out, n = clean_rings(np.array([holed, shapely.box(0, 0, 1, 1)]))
+    >>> n, out[0].wkt
+    (1, 'POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0))')
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    types = shapely.get_type_id(geoms)
+    polygonal = np.flatnonzero(np.isin(types, [int(t) for t in _POLYGONAL]))
+    if not len(polygonal):
+        return geoms, 0
+    parts, part_of = shapely.get_parts(geoms[polygonal], return_index=True)
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    bad_ring = shapely.is_empty(rings) | (shapely.get_num_coordinates(rings) < 4)
+    # an empty part of a MultiPolygon crashes GEOS as an empty ring does
+    multi = shapely.get_type_id(geoms[polygonal]) == 6
+    empty_part = shapely.is_empty(parts) & multi[part_of]
+    bad_parts = np.union1d(ring_of[bad_ring], np.flatnonzero(empty_part))
+    if not len(bad_parts):
+        return geoms, 0
+    # empty polygons have no rings at all: they are skipped later, not cleaned here
+    fixed_parts = parts.copy()
+    for k in bad_parts.tolist():
+        mine = rings[ring_of == k]
+        keep = ~bad_ring[ring_of == k]
+        if not len(mine) or not keep[0]:
+            fixed_parts[k] = shapely.Polygon()
+        else:
+            fixed_parts[k] = shapely.polygons(mine[0], holes=mine[1:][keep[1:]])
+    touched = np.unique(part_of[bad_parts])
+    out = geoms.copy()
+    for t in touched.tolist():
+        own = [p for p in fixed_parts[part_of == t] if not p.is_empty]
+        orig = geoms[polygonal[t]]
+        if not own:
+            out[polygonal[t]] = shapely.Polygon()
+        elif len(own) == 1 and shapely.get_type_id(orig) == 3:
+            out[polygonal[t]] = own[0]
+        else:
+            out[polygonal[t]] = shapely.MultiPolygon(own)
+    return out, len(touched)
+
+
 def repair_polygons(geoms: np.ndarray) -> tuple[np.ndarray, int]:
     """Repair invalid polygons with ``make_valid(method="structure")``.
 

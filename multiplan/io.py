@@ -12,6 +12,7 @@ import csv
 import io as _io
 import json
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,10 @@ import pyogrio
 from pyproj import CRS
 
 from multiplan.errors import LayerError
+from multiplan.shapefiles import judge_encoding, shape_index
 
 if TYPE_CHECKING:
-    from multiplan.specs import LayerSpec
+    from multiplan.specs import LayerSpec, RasterClass
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ GPKG_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 
 @dataclass(frozen=True)
 class VectorSource:
-    """A vector layer as read, in its source CRS."""
+    """A vector layer as read, in its source CRS, with what GDAL said while reading it."""
 
     frame: gpd.GeoDataFrame
     crs: CRS | None
@@ -45,6 +47,7 @@ class VectorSource:
     encoding: str | None
     encoding_note: str | None
     layer_name: str
+    warnings: tuple[str, ...] = ()
 
 
 def _gdal_path(spec: LayerSpec) -> str:
@@ -54,7 +57,7 @@ def _gdal_path(spec: LayerSpec) -> str:
     return src
 
 
-def _open_error(spec: LayerSpec, exc: Exception) -> LayerError:
+def _open_error(spec: LayerSpec, exc: BaseException) -> LayerError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return LayerError(
         f"GDAL cannot open the source ({text})",
@@ -65,18 +68,89 @@ def _open_error(spec: LayerSpec, exc: Exception) -> LayerError:
     )
 
 
-def read_vector(spec: LayerSpec) -> VectorSource:
-    """Read a vector layer's features and attributes as the source holds them.
+def _local_shapefile(spec: LayerSpec) -> Path | None:
+    """Return the ``.shp`` of a layer that is a plain shapefile on disk, else ``None``."""
+    if not isinstance(spec.path, Path) or spec.path.suffix.lower() != ".shp":
+        return None
+    return spec.path if spec.path.is_file() else None
 
-    Text of a shapefile with no declared encoding (no ``.cpg``, no LDID) is
-    checked: UTF-8 or GBK/GB18030 text is detected and decoded (with a note),
-    anything else stops with a message asking for ``encoding``.
+
+def check_shapefile(spec: LayerSpec) -> tuple[str | None, str | None]:
+    """Check a shapefile's bytes before GDAL reads it; return the encoding to read it with and a note.
 
     Raises
     ------
     LayerError
-        When the source cannot be opened, the layer is ambiguous or missing, a
-        named field does not exist, or the text encoding cannot be told.
+        For a ``.shp`` that its index says is truncated (naming the rows that
+        cannot be read), or text that its declared encoding does not decode
+        cleanly (naming the field and the row).
+    """
+    shp = _local_shapefile(spec)
+    if shp is None:
+        return spec.encoding, None
+    index = shape_index(shp)
+    if index is not None and index.unreadable:
+        rows = index.unreadable
+        shown = ", ".join(str(r) for r in rows[:5]) + (" …" if len(rows) > 5 else "")
+        raise LayerError(
+            f"the .shp is truncated: it holds {index.shp_bytes:,} bytes where its index needs "
+            f"{max(index.declared_bytes, index.shp_bytes + 1):,}, so {len(rows):,} of {index.records:,} rows "
+            f"({len(rows) / max(index.records, 1):.0%}) have no readable geometry (rows {shown})",
+            path=spec.source,
+            layer=spec.name,
+            feature=f"row {rows[0]}",
+            hint="Copy the shapefile again from its source: the .shp, .shx and .dbf must be whole",
+        )
+    verdict = judge_encoding(shp, spec.encoding, layer=f"layers.{spec.name}")
+    if verdict.problem is not None:
+        where = ""
+        if verdict.field:
+            row = (
+                f", row {verdict.row}"
+                if verdict.row is not None and verdict.row >= 0
+                else ""
+            )
+            where = f" (field {verdict.field}{row})"
+        if "reads as UTF-8" in verdict.problem:
+            hint = 'Set encoding = "UTF-8" for the layer, or fix the .cpg'
+        elif "reads as GBK" in verdict.problem:
+            hint = 'Set encoding = "GBK" for the layer, or fix the .cpg'
+        else:
+            hint = 'Set encoding = "..." for the layer (e.g. "GB18030", "BIG5", "CP1252"), or ship a .cpg file'
+        raise LayerError(
+            verdict.problem + where,
+            path=spec.source,
+            layer=spec.name,
+            key=f"layers.{spec.name}.encoding",
+            hint=hint,
+        )
+    if verdict.note is not None:
+        logger.warning("layer %s: %s", spec.name, verdict.note)
+    return verdict.encoding, verdict.note
+
+
+def read_vector(
+    spec: LayerSpec, *, bbox: tuple[float, float, float, float] | None = None
+) -> VectorSource:
+    """Read a vector layer's features and attributes as the source holds them.
+
+    A shapefile is checked byte by byte first (:func:`check_shapefile`). Every
+    warning GDAL gives while reading is kept (:attr:`VectorSource.warnings`) for
+    ``multiplan layers`` and ``run.json``.
+
+    Parameters
+    ----------
+    spec
+        The layer as the manifest describes it.
+    bbox
+        Read only the features whose bounding boxes meet this box (in the source
+        CRS); row numbers stay those of the whole source.
+
+    Raises
+    ------
+    LayerError
+        When the source cannot be opened or is damaged, the layer is ambiguous or
+        missing, or the text encoding cannot be trusted.
     """
     path = _gdal_path(spec)
     try:
@@ -104,11 +178,38 @@ def read_vector(spec: LayerSpec) -> VectorSource:
                 hint=f"Valid layers are: {', '.join(names)}",
             )
         layer_name = spec.layer
-    try:
-        info = pyogrio.read_info(path, layer=layer_name, encoding=spec.encoding)
-        frame = pyogrio.read_dataframe(path, layer=layer_name, encoding=spec.encoding)
-    except Exception as exc:
-        raise _open_error(spec, exc) from exc
+    encoding, note = check_shapefile(spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            info = pyogrio.read_info(path, layer=layer_name, encoding=encoding)
+            frame = pyogrio.read_dataframe(
+                path,
+                layer=layer_name,
+                encoding=encoding,
+                bbox=bbox,
+                fid_as_index=bbox is not None,
+            )
+        except UnicodeDecodeError as exc:
+            raise LayerError(
+                f"the text cannot be decoded as {encoding or info_encoding(path, layer_name)} ({exc.reason} at byte {exc.start})",
+                path=spec.source,
+                layer=spec.name,
+                key=f"layers.{spec.name}.encoding",
+                hint='Set encoding = "GBK" (or the encoding the text is really in) for the layer',
+            ) from exc
+        except Exception as exc:
+            raise _open_error(spec, exc) from exc
+    said = tuple(
+        dict.fromkeys(
+            " ".join(str(w.message).split())
+            for w in caught
+            if "invalid value encountered"
+            not in str(w.message)  # NaN: refused per feature
+        )
+    )
+    for text in said:
+        logger.warning("layer %s: GDAL: %s", spec.name, text)
     if not isinstance(frame, gpd.GeoDataFrame):
         raise LayerError(
             "the source has no geometry column",
@@ -117,76 +218,20 @@ def read_vector(spec: LayerSpec) -> VectorSource:
             hint="multiplan needs a spatial layer; for a plain table use [yield] table",
         )
     driver = str(info.get("driver") or "")
-    encoding = spec.encoding or info.get("encoding")
-    note = None
-    if (
-        spec.encoding is None
-        and driver == "ESRI Shapefile"
-        and str(encoding).upper() in ("ISO-8859-1", "LATIN1")
-    ):
-        frame, encoding, note = _detect_text_encoding(frame, spec)
     crs = CRS.from_user_input(frame.crs) if frame.crs is not None else None
-    return VectorSource(frame, crs, driver, encoding, note, layer_name)
-
-
-def _detect_text_encoding(
-    frame: gpd.GeoDataFrame, spec: LayerSpec
-) -> tuple[gpd.GeoDataFrame, str, str | None]:
-    """Re-decode undeclared shapefile text that GDAL read as ISO-8859-1."""
-    text_cols = [
-        c for c in frame.columns if c != frame.geometry.name and _is_text(frame[c])
-    ]
-    raw: list[bytes] = []
-    for c in text_cols:
-        raw.extend(
-            s.encode("latin-1")
-            for s in frame[c].dropna()
-            if any(ord(ch) > 127 for ch in s)
-        )
-    raw.extend(
-        c.encode("latin-1")
-        for c in frame.columns
-        if any(ord(ch) > 127 for ch in str(c))
+    return VectorSource(
+        frame, crs, driver, encoding or info.get("encoding"), note, layer_name, said
     )
-    if not raw:
-        return frame, "ASCII", None
-    for candidate, label in (("utf-8", "UTF-8"), ("gb18030", "GBK/GB18030")):
+
+
+def info_encoding(path: str, layer: str) -> str:
+    """Return the encoding GDAL would read a layer's text with."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
-            for b in raw:
-                b.decode(candidate)
-        except UnicodeDecodeError:
-            continue
-        out = frame.copy()
-        for c in text_cols:
-            out[c] = out[c].map(
-                lambda s, enc=candidate: (
-                    s.encode("latin-1").decode(enc) if isinstance(s, str) else s
-                )
-            )
-        out.columns = [
-            c.encode("latin-1").decode(candidate)
-            if any(ord(ch) > 127 for ch in str(c))
-            else c
-            for c in out.columns
-        ]
-        out = out.set_geometry(frame.geometry.name)
-        note = (
-            f"text has no declared encoding (no .cpg); detected {label} and decoded it. "
-            f'Add encoding = "{"UTF-8" if candidate == "utf-8" else "GBK"}" to layers.{spec.name} to make it explicit'
-        )
-        logger.warning("layer %s: %s", spec.name, note)
-        return out, candidate, note
-    raise LayerError(
-        "the shapefile's text is neither UTF-8 nor GBK and declares no encoding (no .cpg)",
-        path=spec.source,
-        layer=spec.name,
-        key=f"layers.{spec.name}.encoding",
-        hint='Set encoding = "..." for the layer (e.g. "GB18030", "BIG5", "CP1252"), or ship a .cpg file',
-    )
-
-
-def _is_text(col: pd.Series) -> bool:
-    return bool(pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col))
+            return str(pyogrio.read_info(path, layer=layer).get("encoding"))
+        except Exception:
+            return "its declared encoding"
 
 
 # --------------------------------------------------------------------------
@@ -251,6 +296,40 @@ def read_raster(spec: LayerSpec) -> RasterSource:
         ) from exc
 
 
+def classify_raster(
+    src: RasterSource, classes: Sequence[RasterClass]
+) -> tuple[np.ndarray, list[int]]:
+    """Classify a raster band in its own grid and return the polygons of each class.
+
+    Returns the polygons (in the raster's CRS) and, per polygon, the 1-based
+    index of its class; the first class that holds a value wins, nodata is left out.
+    """
+    import rasterio.features
+    import shapely.geometry
+
+    values = np.ma.filled(src.values.astype("float64"), np.nan)
+    index = np.zeros(values.shape, dtype=np.int32)
+    for i, rc in enumerate(classes, start=1):
+        if rc.value is not None:
+            hit = values == rc.value
+        else:
+            hit = np.ones(values.shape, dtype=bool)
+            if rc.from_value is not None:
+                hit &= values >= rc.from_value
+            if rc.below is not None:
+                hit &= values < rc.below
+        hit &= index == 0
+        hit &= ~np.isnan(values)
+        index[hit] = i
+    polys, cls_idx = [], []
+    for geom, val in rasterio.features.shapes(
+        index, mask=index > 0, transform=src.transform, connectivity=4
+    ):
+        polys.append(shapely.geometry.shape(geom))
+        cls_idx.append(int(val))
+    return np.array(polys, dtype=object), cls_idx
+
+
 # --------------------------------------------------------------------------
 # Atomic writers
 # --------------------------------------------------------------------------
@@ -272,8 +351,36 @@ def gpkg_writer(frame: gpd.GeoDataFrame, *, layer: str) -> Writer:
     return write
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet take a text cell for a formula (OWASP's list)."""
+
+
+def spreadsheet_text(value: object) -> object:
+    r"""Return text that a spreadsheet would take for a formula as text (a leading ``'``).
+
+    Examples
+    --------
+    >>> spreadsheet_text("=1+2"), spreadsheet_text("西夏墅镇"), spreadsheet_text(-3)
+    ("'=1+2", '西夏墅镇', -3)
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_bytes(frame: pd.DataFrame) -> bytes:
-    """Return a table as UTF-8 CSV bytes with a BOM, CRLF line ends (as Excel writes)."""
+    """Return a table as UTF-8 CSV bytes with a BOM, CRLF line ends (as Excel writes).
+
+    Text that a spreadsheet would take for a formula is written with a leading
+    ``'`` (:func:`spreadsheet_text`); numbers are written as they are.
+    """
+    frame = frame.copy()
+    for c in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[c]):
+            # element by element, as objects: integers in an object column stay integers
+            frame[c] = pd.Series(
+                [spreadsheet_text(v) for v in frame[c]], index=frame.index, dtype=object
+            )
     buf = _io.StringIO()
     frame.to_csv(buf, index=False, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     return ("\ufeff" + buf.getvalue()).encode("utf-8")

@@ -23,11 +23,10 @@ import shapely
 
 from multiplan import crs as crs_mod
 from multiplan import geometry
-from multiplan.areas import area_m2, to_mu
 from multiplan.classify import classify_codes, load_crosswalk
 from multiplan.errors import InputError, LayerError
 from multiplan.filters import where_mask
-from multiplan.io import RasterSource, read_raster, read_vector
+from multiplan.io import RasterSource, classify_raster, read_raster, read_vector
 from multiplan.progress import Progress, no_progress
 
 if TYPE_CHECKING:
@@ -53,7 +52,6 @@ GEOMETRY_TYPE_NAMES = {
     7: "GeometryCollection",
 }
 
-_NO_CLASS = "(no class)"
 Family = Literal["polygon", "line", "point", "raster"]
 
 
@@ -75,9 +73,11 @@ class LayerStats:
     repaired: int = 0
     had_z: int = 0
     dropped_parts: int = 0
+    cleaned_rings: int = 0
     geometry_types: Mapping[str, int] = field(default_factory=dict)
     unmapped: Mapping[str, int] = field(default_factory=dict)
     buffered: bool = False
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -301,6 +301,56 @@ def _is_prepared(frame: gpd.GeoDataFrame, project: Project) -> bool:
     )
 
 
+def unit_names(project: Project, layers: Layers, name: str | None = None) -> np.ndarray:
+    """Return the names of a units layer's features (the smallest level by default), checked.
+
+    Raises
+    ------
+    LayerError
+        For a unit with no name, or two features with one name (a piece split
+        at both would give two rows for one unit): naming them.
+    """
+    name = name or project.unit_layer
+    assert name is not None
+    frame = layers[name]
+    if project.unit_name_field not in frame.columns:
+        raise LayerError(
+            f"the units layer has no field {project.unit_name_field!r}",
+            path=project.path,
+            key="project.unit_name_field",
+            layer=name,
+            hint=f"Fields are: {', '.join(public_fields(frame))}",
+        )
+    raw = frame[project.unit_name_field].to_numpy(dtype=object)
+    names = np.array(
+        [None if pd.isna(v) or not str(v).strip() else str(v).strip() for v in raw],
+        dtype=object,
+    )
+    ids = np.asarray(frame.index, dtype=object)
+    missing = np.flatnonzero([n is None for n in names])
+    if len(missing):
+        raise LayerError(
+            f"{len(missing)} units have no name in {project.unit_name_field!r}",
+            path=layers.layer(name).spec.source,
+            layer=name,
+            feature=", ".join(str(i) for i in ids[missing[:5]]),
+            hint="Give every unit a name: pieces and tables are keyed by it",
+        )
+    counts = Counter(names.tolist())
+    dups = sorted(k for k, v in counts.items() if v > 1)
+    if dups:
+        first = dups[0]
+        raise LayerError(
+            f"{len(dups)} unit names are used by more than one feature ({', '.join(dups[:5])}); "
+            f"{first!r} by {', '.join(str(i) for i in ids[names == first])}",
+            path=layers.layer(name).spec.source,
+            layer=name,
+            key="project.unit_name_field",
+            hint="Dissolve the features of one unit (an exclave, 飞地) into one, or give each unit its own name",
+        )
+    return names
+
+
 def read_layer(spec: LayerSpec, project: Project) -> Layer:
     """Read one layer and bring it onto the working CRS and the taxonomy.
 
@@ -322,61 +372,8 @@ def read_layer(spec: LayerSpec, project: Project) -> Layer:
         driver=src.driver,
         encoding=src.encoding,
         encoding_note=src.encoding_note,
+        said=src.warnings,
     )
-
-
-def _source_crs(
-    spec: LayerSpec, declared: CRS | None
-) -> tuple[CRS, Literal["source", "manifest"]]:
-    if declared is not None:
-        if spec.crs is not None and crs_mod.parse_crs(spec.crs) != declared:
-            logger.info(
-                "layer %s: the source declares %s; the manifest's crs %s is not used",
-                spec.name,
-                declared.name,
-                spec.crs,
-            )
-        return declared, "source"
-    if spec.crs is not None:
-        return crs_mod.parse_crs(spec.crs), "manifest"
-    raise _fail(
-        spec,
-        "the source declares no CRS and the manifest gives none",
-        key=f"layers.{spec.name}.crs",
-        hint='Add crs = "EPSG:4549" (or the CRS the data is in) to the layer',
-    )
-
-
-def _check_source_crs(
-    spec: LayerSpec,
-    src: CRS,
-    bounds: tuple[float, float, float, float] | None,
-    origin: str,
-) -> None:
-    label = f"EPSG:{src.to_epsg()}" if src.to_epsg() else src.name
-    datum = crs_mod.old_datum(src)
-    if datum is not None and spec.transformation is None:
-        raise _fail(
-            spec,
-            f"the source is in {label} on the {datum} datum, for which PROJ has only a 'ballpark' transformation tens of metres off",
-            key=f"layers.{spec.name}.transformation",
-            hint='Give transformation = "<PROJ pipeline to the working CRS>" with the locally published parameters, or "ballpark" to accept the error',
-        )
-    if bounds is not None:
-        problem = crs_mod.diagnose_coordinates(bounds, src)
-        if problem is not None:
-            key = f"layers.{spec.name}.crs"
-            where = (
-                "declared by the source"
-                if origin == "source"
-                else "given in the manifest"
-            )
-            raise _fail(
-                spec,
-                f"{problem} (CRS {where})",
-                key=key,
-                hint="Fix the .prj or set the layer's crs to the CRS the coordinates are really in",
-            )
 
 
 def _prepare_vector(
@@ -388,6 +385,7 @@ def _prepare_vector(
     driver: str,
     encoding: str | None = None,
     encoding_note: str | None = None,
+    said: tuple[str, ...] = (),
 ) -> Layer:
     """Prepare a frame as SPEC §3 orders: ids, filter, CRS, Z/M, repair, buffer, classes."""
     working = project.working_crs
@@ -423,15 +421,30 @@ def _prepare_vector(
         GEOMETRY_TYPE_NAMES.get(int(k), k): v for k, v in sorted(types.items())
     }
     keep = ~null & ~empty
+    bad = np.flatnonzero(keep & geometry.non_finite(geoms))
+    if len(bad):
+        raise _fail(
+            spec,
+            f"{len(bad)} features have a coordinate that is not a number (NaN or infinite)"
+            + (
+                f"; also {', '.join(str(i) for i in ids[bad[1:4]])}"
+                if len(bad) > 1
+                else ""
+            ),
+            feature=str(ids[bad[0]]),
+            hint="Fix or remove those features in the source: a point that is not a number cannot be placed",
+        )
     filtered_out = 0
     if spec.where.conditions:
-        match = where_mask(frame, spec.where)
+        match = where_mask(
+            frame, spec.where, path=spec.source, key=f"layers.{spec.name}.where"
+        )
         filtered_out = int(np.count_nonzero(keep & ~match))
         keep &= match
-    src_crs, origin = _source_crs(spec, declared)
+    src_crs, origin = crs_mod.source_crs(spec, declared)
     live = geoms[keep]
     bounds = tuple(shapely.total_bounds(live)) if len(live) else None
-    _check_source_crs(spec, src_crs, bounds, origin)
+    crs_mod.check_source_crs(spec, src_crs, bounds, origin, crs_mod.sample_points(live))
 
     attrs = pd.DataFrame(frame.drop(columns=geom_name)).loc[keep].copy()
     ids = ids[keep]
@@ -439,9 +452,18 @@ def _prepare_vector(
     if src_crs != working:
         transformer = crs_mod.make_transformer(src_crs, working, spec.transformation)
         live = crs_mod.transform_geometries(live, transformer)
+        lost = np.flatnonzero(geometry.non_finite(live))
+        if len(lost):
+            raise _fail(
+                spec,
+                f"{len(lost)} features cannot be taken into the working CRS {project.crs} (PROJ gives no finite coordinates)",
+                feature=str(ids[lost[0]]),
+                hint="Check the layer's CRS; the features may lie far outside the working CRS's zone",
+            )
     family = geometry.layer_family(live)
-    repaired = dropped = 0
+    repaired = dropped = cleaned = 0
     if family == "polygon":
+        live, cleaned = geometry.clean_rings(live)
         live, dropped = geometry.polygonal_parts(live)
         live, repaired = geometry.repair_polygons(live)
     now_empty = shapely.is_empty(live)
@@ -484,9 +506,11 @@ def _prepare_vector(
         repaired=repaired,
         had_z=had_z,
         dropped_parts=dropped,
+        cleaned_rings=cleaned,
         geometry_types=geometry_types,
         unmapped=dict(sorted(unmapped.items())),
         buffered=buffered,
+        warnings=said,
     )
     logger.info(
         "layer %s: %d features (%d repaired, %d null, %d empty)",
@@ -562,8 +586,8 @@ def _radii(spec: LayerSpec, attrs: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
 def _load_raster(spec: LayerSpec, working: CRS) -> Layer:
     src = read_raster(spec)
     declared = src.crs
-    src_crs, origin = _source_crs(spec, declared)
-    _check_source_crs(spec, src_crs, src.bounds, origin)
+    src_crs, origin = crs_mod.source_crs(spec, declared)
+    crs_mod.check_source_crs(spec, src_crs, src.bounds, origin)
     base = LayerStats(
         source=spec.source,
         driver=src.driver,
@@ -579,29 +603,7 @@ def _load_raster(spec: LayerSpec, working: CRS) -> Layer:
         n = int(src.values.count())
         stats = dataclasses.replace(base, rows=n, features=0)
         return Layer(spec=spec, frame=empty, family="raster", stats=stats, raster=src)
-    import rasterio.features
-
-    values = np.ma.filled(src.values.astype("float64"), np.nan)
-    index = np.zeros(values.shape, dtype=np.int32)
-    for i, rc in enumerate(spec.classes, start=1):
-        if rc.value is not None:
-            hit = values == rc.value
-        else:
-            hit = np.ones(values.shape, dtype=bool)
-            if rc.from_value is not None:
-                hit &= values >= rc.from_value
-            if rc.below is not None:
-                hit &= values < rc.below
-        hit &= index == 0
-        hit &= ~np.isnan(values)
-        index[hit] = i
-    polys, cls_idx = [], []
-    for geom, val in rasterio.features.shapes(
-        index, mask=index > 0, transform=src.transform, connectivity=4
-    ):
-        polys.append(shapely.geometry.shape(geom))
-        cls_idx.append(int(val))
-    geoms = np.array(polys, dtype=object)
+    geoms, cls_idx = classify_raster(src, spec.classes)
     if src_crs != working and len(geoms):
         geoms = crs_mod.transform_geometries(
             geoms, crs_mod.make_transformer(src_crs, working, spec.transformation)
@@ -627,36 +629,3 @@ def _load_raster(spec: LayerSpec, working: CRS) -> Layer:
         geometry_types={"Polygon": len(frame)},
     )
     return Layer(spec=spec, frame=frame, family="polygon", stats=stats, raster=src)
-
-
-def class_areas(layer: Layer, project: Project) -> pd.DataFrame:
-    """Return features and area (m², 亩) per class of a loaded layer, largest first.
-
-    The area is of the features as they are (overlaps inside the layer count twice).
-    """
-    frame = layer.frame
-    if frame.empty or layer.family != "polygon":
-        return pd.DataFrame({"class": [], "features": [], "area_m2": [], "area_mu": []})
-    areas = area_m2(
-        np.asarray(frame.geometry.array, dtype=object),
-        project.working_crs,
-        project.area,
-    )
-    df = pd.DataFrame(
-        {
-            "class": frame[CLASS_COL]
-            .fillna(_NO_CLASS if layer.spec.class_field is None else "<unmapped>")
-            .astype(str)
-            .to_numpy(),
-            "area_m2": areas,
-        }
-    )
-    out = (
-        df.groupby("class", sort=True)
-        .agg(features=("area_m2", "size"), area_m2=("area_m2", "sum"))
-        .reset_index()
-    )
-    out["area_mu"] = to_mu(out["area_m2"])
-    return out.sort_values(
-        ["area_m2", "class"], ascending=[False, True], kind="stable"
-    ).reset_index(drop=True)

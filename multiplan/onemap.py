@@ -21,7 +21,7 @@ number when the plans change elsewhere.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
@@ -66,6 +66,7 @@ class FuseResult:
     patches: gpd.GeoDataFrame | None
     differences: pd.DataFrame | None
     spec: FusionSpec
+    notes: Mapping[str, int] = field(default_factory=dict)
 
     def files(self) -> dict[str, Writer]:
         """Return onemap.gpkg (and differences.gpkg/.csv with compare) as writers."""
@@ -145,19 +146,68 @@ def fuse(
     return fuse_layers(project, lay, conflicts=pieces)
 
 
-def build_faces(
-    polygon_sets: Sequence[np.ndarray], boundary: shapely.Geometry | None
-) -> np.ndarray:
-    """Return the faces of the overlay of all polygons (inside ``boundary``), not yet attributed.
+CLEARANCE_M = 0.05
+"""A face whose interior point lies closer than this to its own boundary is attributed by area."""
 
-    Every polygon boundary is noded once; the faces are the polygons of the noded
-    linework that lie inside the boundary and inside at least one polygon.
+
+@dataclass(frozen=True)
+class Faces:
+    """Faces of a noding, each with an interior point and whether that point can be trusted.
+
+    A point closer than :data:`CLEARANCE_M` to its face's boundary may fall on the
+    wrong side of an edge that noding moved; such a face is ``doubtful`` and is
+    attributed by area instead (:func:`covering_pairs`).
+    """
+
+    geoms: np.ndarray
+    points: np.ndarray
+    doubtful: np.ndarray
+
+    def take(self, mask: np.ndarray) -> Faces:
+        """Return the faces where ``mask``."""
+        return Faces(self.geoms[mask], self.points[mask], self.doubtful[mask])
+
+
+def covering_pairs(faces: Faces, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(face, geometry)`` index pairs: which geometries cover each face.
+
+    A face is covered by a geometry that holds its interior point or, for a
+    doubtful face, that shares more than half of its area. Pairs are sorted by
+    face, then geometry.
 
     Examples
     --------
-    >>> faces = build_faces([np.array([shapely.box(0, 0, 2, 2)]), np.array([shapely.box(1, 1, 3, 3)])], None)
-    >>> sorted(shapely.area(faces).tolist())
-    [1.0, 3.0, 3.0]
+    >>> sliver = shapely.box(0, 0, 1, 1e-4)  # 0.1 mm wide: its point is near the edge
+    >>> f = Faces(np.array([sliver]), shapely.point_on_surface([sliver]), np.array([True]))
+    >>> [a.tolist() for a in covering_pairs(f, np.array([shapely.box(0, -1, 1, 1e-4), shapely.box(0, 1e-4, 1, 2)]))]
+    [[0], [0]]
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    empty = np.zeros(0, dtype=np.intp)
+    if not len(geoms) or not len(faces.geoms):
+        return empty, empty
+    tree = shapely.STRtree(geoms)
+    sure = np.flatnonzero(~faces.doubtful)
+    fi, gi = tree.query(faces.points[sure], predicate="within")
+    fi = sure[fi]
+    doubt = np.flatnonzero(faces.doubtful)
+    if len(doubt):
+        di, dj = tree.query(faces.geoms[doubt], predicate="intersects")
+        di = doubt[di]
+        shared = shapely.area(shapely.intersection(faces.geoms[di], geoms[dj]))
+        keep = shared > 0.5 * shapely.area(faces.geoms[di])
+        fi, gi = np.concatenate([fi, di[keep]]), np.concatenate([gi, dj[keep]])
+    order = np.lexsort((gi, fi))
+    return fi[order].astype(np.intp), gi[order].astype(np.intp)
+
+
+def node_faces(
+    polygon_sets: Sequence[np.ndarray], boundary: shapely.Geometry | None
+) -> Faces:
+    """Return the faces of the overlay of all polygons (inside ``boundary``), with their points.
+
+    Every polygon boundary is noded once; the faces are the polygons of the noded
+    linework that lie inside the boundary and inside at least one polygon.
     """
     geoms = (
         np.concatenate([np.asarray(g, dtype=object) for g in polygon_sets])
@@ -166,33 +216,50 @@ def build_faces(
     )
     geoms = geoms[~shapely.is_empty(geoms)]
     if not len(geoms):
-        return np.zeros(0, dtype=object)
+        none = np.zeros(0, dtype=object)
+        return Faces(none, none, np.zeros(0, dtype=bool))
     lines = [shapely.boundary(geoms)]
     if boundary is not None:
         lines.append(np.array([shapely.boundary(boundary)], dtype=object))
     noded = shapely.union_all(np.concatenate(lines))
-    faces = np.asarray(
+    polys = np.asarray(
         shapely.get_parts(shapely.polygonize(shapely.get_parts(noded))), dtype=object
     )
-    faces = faces[shapely.area(faces) > 0]
-    pts = shapely.point_on_surface(faces)
-    keep = np.zeros(len(faces), dtype=bool)
-    fi, _ = shapely.STRtree(geoms).query(pts, predicate="within")
-    keep[np.unique(fi)] = True
+    polys = polys[shapely.area(polys) > 0]
+    pts = shapely.point_on_surface(polys)
+    clearance = shapely.distance(pts, shapely.boundary(polys))
+    faces = Faces(polys, pts, clearance < CLEARANCE_M)
+    keep = np.zeros(len(polys), dtype=bool)
+    keep[covering_pairs(faces, geoms)[0]] = True
     if boundary is not None:
-        keep &= shapely.contains_xy(boundary, *shapely.get_coordinates(pts).T)
-    return faces[keep]
+        inside = np.zeros(len(polys), dtype=bool)
+        inside[covering_pairs(faces, np.array([boundary], dtype=object))[0]] = True
+        keep &= inside
+    return faces.take(keep)
 
 
-def _cover(points: np.ndarray, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """For each point: the covering features' ids (sorted as text, comma-joined) and the first one's class."""
-    n = len(points)
+def build_faces(
+    polygon_sets: Sequence[np.ndarray], boundary: shapely.Geometry | None
+) -> np.ndarray:
+    """Return the faces of the overlay of all polygons (inside ``boundary``), not yet attributed.
+
+    Examples
+    --------
+    >>> faces = build_faces([np.array([shapely.box(0, 0, 2, 2)]), np.array([shapely.box(1, 1, 3, 3)])], None)
+    >>> sorted(shapely.area(faces).tolist())
+    [1.0, 3.0, 3.0]
+    """
+    return node_faces(polygon_sets, boundary).geoms
+
+
+def _cover(faces: Faces, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """For each face: the covering features' ids (sorted as text, comma-joined) and the first one's class."""
+    n = len(faces.geoms)
     ids = np.full(n, None, dtype=object)
     cls = np.full(n, None, dtype=object)
     if not len(frame) or not n:
         return ids, cls
-    geoms = np.asarray(frame.geometry.array, dtype=object)
-    pi, fi = shapely.STRtree(geoms).query(points, predicate="within")
+    pi, fi = covering_pairs(faces, np.asarray(frame.geometry.array, dtype=object))
     if not len(pi):
         return ids, cls
     fid = np.asarray(frame.index, dtype=object)[fi].astype(str)
@@ -219,15 +286,15 @@ def fuse_layers(
             np.asarray(layers[project.boundary].geometry.array, dtype=object)
         )
     fused = [n for n in spec.layers if layers.layer(n).family == "polygon"]
-    faces = build_faces(
+    nodes = node_faces(
         [np.asarray(layers[n].geometry.array, dtype=object) for n in fused],
         boundary,
     )
-    pts = shapely.point_on_surface(faces)
+    faces, pts = nodes.geoms, nodes.points
     data: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
     for n in fused:
-        ids, cls = _cover(pts, layers[n])
+        ids, cls = _cover(nodes, layers[n])
         data[f"{n}_id"] = ids
         data[f"{n}_class"] = cls
         per_class[n] = cls
@@ -239,7 +306,7 @@ def fuse_layers(
         source[has] = n
     data["class"] = resolved
     data["source"] = source
-    data["conflicts"] = _conflict_ids(pts, conflicts)
+    data["conflicts"] = _conflict_ids(nodes, conflicts)
     if spec.compare is not None:
         data["diff_class"] = _diff_classes(
             per_class[spec.compare[0]],
@@ -273,15 +340,18 @@ def fuse_layers(
         patches=patches,
         differences=differences,
         spec=spec,
+        notes={
+            "faces": len(faces),
+            "faces_attributed_by_area": int(nodes.doubtful.sum()),
+        },
     )
 
 
-def _conflict_ids(points: np.ndarray, conflicts: pd.DataFrame | None) -> np.ndarray:
-    out = np.full(len(points), None, dtype=object)
-    if conflicts is None or not len(conflicts) or not len(points):
+def _conflict_ids(faces: Faces, conflicts: pd.DataFrame | None) -> np.ndarray:
+    out = np.full(len(faces.geoms), None, dtype=object)
+    if conflicts is None or not len(conflicts) or not len(faces.geoms):
         return out
-    geoms = np.asarray(conflicts.geometry.array, dtype=object)
-    pi, ci = shapely.STRtree(geoms).query(points, predicate="within")
+    pi, ci = covering_pairs(faces, np.asarray(conflicts.geometry.array, dtype=object))
     if not len(pi):
         return out
     df = pd.DataFrame(

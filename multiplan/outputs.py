@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -120,10 +121,6 @@ def describe_os_error(exc: BaseException, folder: Path) -> OutputError:
     'file /out, key --out: cannot write the outputs: permission denied. Choose a folder you may write to.'
     """
     code = getattr(exc, "errno", None)
-    probe = folder if folder.exists() else folder.parent
-    with contextlib.suppress(OSError):
-        if shutil.disk_usage(probe).free < 1 << 20:
-            code = errno.ENOSPC
     hints = {
         errno.EACCES: ("permission denied", "Choose a folder you may write to"),
         errno.EPERM: ("permission denied", "Choose a folder you may write to"),
@@ -146,6 +143,13 @@ def describe_os_error(exc: BaseException, folder: Path) -> OutputError:
         ),
         errno.ENAMETOOLONG: ("the path is too long", "Give a shorter path"),
     }
+    if code not in hints and "disk is full" in str(exc):
+        code = errno.ENOSPC
+    if code not in hints:
+        # GDAL says a full disk in its own words ("no such table: gpkg_contents")
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(_existing(folder)).free < 64 << 10:
+                code = errno.ENOSPC
     if code in hints:
         cause, hint = hints[code]
     else:
@@ -220,15 +224,7 @@ class OutputFolder:
             return
         path = self.path
         try:
-            if path.exists() and not path.is_dir():
-                raise _fail(
-                    path, "the output folder is a file", "Give a folder for the outputs"
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not os.access(path.parent, os.W_OK):
-                raise PermissionError(
-                    errno.EACCES, "Permission denied", str(path.parent)
-                )
+            _check_writable(path)
             lock = lock_path(path).open("a+", encoding="utf-8")
         except OutputError:
             raise
@@ -348,6 +344,7 @@ class OutputFolder:
             return self._write_in_place(files)
         parent = self.path.parent
         try:
+            parent.mkdir(parents=True, exist_ok=True)
             staging = Path(
                 tempfile.mkdtemp(
                     prefix=f".{self.path.name}{_STAGING}{os.getpid()}-", dir=parent
@@ -367,16 +364,16 @@ class OutputFolder:
             )
             _test_kill("staging")
             self._swap(staging)
-        except OutputError:
+        except BaseException as exc:
+            # judge the error before the staging folder goes: a full disk is then still full
+            error = (
+                describe_os_error(exc, self.path)
+                if isinstance(exc, OSError) or _is_gdal_error(exc)
+                else None
+            )
             shutil.rmtree(staging, ignore_errors=True)
-            raise
-        except Exception as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if isinstance(exc, OSError) or _is_gdal_error(exc):
-                raise describe_os_error(exc, self.path) from exc
-            raise
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            if error is not None:
+                raise error from exc
             raise
         return [self.path / name for name in files]
 
@@ -457,6 +454,48 @@ def write_set(
         return out.write(files, command=command)
     with OutputFolder(out, inputs=inputs) as folder:
         return folder.write(files, command=command)
+
+
+def _existing(path: Path) -> Path:
+    """Return the nearest ancestor of ``path`` (or itself) that exists."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(path.anchor or ".")
+
+
+def _check_writable(path: Path) -> None:
+    """Check, before any work, that ``path`` can become an output folder; create nothing.
+
+    Raises
+    ------
+    OSError
+        With the errno that says why not: ENOTDIR (a part of the path is a file),
+        ELOOP (a loop of symbolic links), EROFS (read-only), EACCES.
+    """
+    for candidate in (path, *path.parents):
+        try:
+            st = candidate.stat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            if candidate == path:
+                raise OutputError(
+                    "the output folder is a file",
+                    path=path,
+                    key="--out",
+                    hint="Give a folder for the outputs",
+                )
+            raise NotADirectoryError(
+                errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(candidate)
+            )
+        if os.statvfs(candidate).f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(candidate))
+        # the staging folder is made beside the output folder: its parent must take it
+        target = path.parent if candidate == path else candidate
+        if not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+        return
 
 
 def lock_path(folder: Path) -> Path:

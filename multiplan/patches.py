@@ -18,6 +18,7 @@ import pandas as pd
 import shapely
 
 from multiplan.areas import area_m2, to_mu
+from multiplan.layers import unit_names
 from multiplan.schema import LEDGER_COLUMNS
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def _units_of(points: np.ndarray, project: Project, layers: Layers) -> np.ndarra
         points, predicate="within"
     )
     first = np.unique(pi, return_index=True)
-    out[first[0]] = uf[project.unit_name_field].to_numpy(dtype=object)[ui[first[1]]]
+    out[first[0]] = unit_names(project, layers)[ui[first[1]]]
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import platform
 import sys
 from datetime import UTC, datetime
@@ -136,7 +137,8 @@ def run_record(
     return {
         "multiplan": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv) if sys.argv else None,
+        "command": os.environ.get("MULTIPLAN_COMMAND")
+        or (" ".join(sys.argv) if sys.argv else None),
         "project": {
             "name": project.name,
             "title": project.title,

@@ -23,7 +23,14 @@ import shapely
 from multiplan import overlay
 from multiplan.areas import area_m2, to_mu
 from multiplan.errors import LayerError, RulePackError
-from multiplan.layers import CLASS_COL, LayerInput, Layers, ensure_layers, public_fields
+from multiplan.layers import (
+    CLASS_COL,
+    LayerInput,
+    Layers,
+    ensure_layers,
+    public_fields,
+    unit_names,
+)
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files, run_record
@@ -310,14 +317,8 @@ def check_layers_for_rules(
                 layer=name,
             )
     for name in project.units:
-        if name in layers and project.unit_name_field not in layers[name].columns:
-            raise LayerError(
-                f"the units layer has no field {project.unit_name_field!r}",
-                path=project.path,
-                key="project.unit_name_field",
-                layer=name,
-                hint=f"Fields are: {', '.join(public_fields(layers[name]))}",
-            )
+        if name in layers:
+            unit_names(project, layers, name)
     for rule in rules:
         for side, sel in (("a", rule.a), ("b", rule.b)):
             frame = layers[sel.layer]
@@ -409,20 +410,25 @@ class _Context:
         self.unit_names: np.ndarray | None = None
         unit_layer = project.unit_layer
         if unit_layer and unit_layer in layers:
-            uf = layers[unit_layer]
-            self.unit_geoms = _geoms(uf)
-            self.unit_names = np.array(
-                [None if pd.isna(v) else str(v) for v in uf[project.unit_name_field]],
-                dtype=object,
-            )
+            self.unit_geoms = _geoms(layers[unit_layer])
+            self.unit_names = unit_names(project, layers)
 
     # ---------------------------------------------------------------- select
-    def selection(self, sel: Selector) -> np.ndarray:
+    def selection(
+        self, sel: Selector, rule: Rule | None = None, side: str = "a"
+    ) -> np.ndarray:
         key = (sel.layer, sel.classes, sel.where)
         if key not in self._selections:
             frame = self.layers[sel.layer]
             self._selections[key] = np.flatnonzero(
-                select(frame, sel, self.taxonomy, class_col=CLASS_COL)
+                select(
+                    frame,
+                    sel,
+                    self.taxonomy,
+                    class_col=CLASS_COL,
+                    path=rule.pack if rule else None,
+                    key=f"rule {rule.id}.{side}.where" if rule else None,
+                )
             )
         return self._selections[key]
 
@@ -490,8 +496,8 @@ class _Context:
 
     def overlay(self, rule: Rule) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Return (A row, B row or None, piece) of a rule before clipping and splitting."""
-        a_idx = self.selection(rule.a)
-        b_idx = self.selection(rule.b)
+        a_idx = self.selection(rule.a, rule, "a")
+        b_idx = self.selection(rule.b, rule, "b")
         a = self.geoms(rule.a)
         b = self.geoms(rule.b, rule.distance)
         pairs = overlay.classify_pairs(a, b, workers=self.workers)

@@ -403,12 +403,25 @@ def class_mask(
 
 
 def select(
-    frame: pd.DataFrame, selector: Selector, taxonomy: Taxonomy, *, class_col: str
+    frame: pd.DataFrame,
+    selector: Selector,
+    taxonomy: Taxonomy,
+    *,
+    class_col: str,
+    path: Path | None = None,
+    key: str | None = None,
 ) -> np.ndarray:
-    """Return a boolean mask of the features of ``frame`` that ``selector`` selects."""
+    """Return a boolean mask of the features of ``frame`` that ``selector`` selects.
+
+    Raises
+    ------
+    FilterError
+        For a filter that cannot mean anything on the data (``path`` and ``key``
+        name the rule pack and the selector).
+    """
     mask = np.ones(len(frame), dtype=bool)
     if selector.classes:
         mask &= class_mask(frame[class_col], selector.classes, taxonomy)
     if selector.where.conditions:
-        mask &= where_mask(frame, selector.where)
+        mask &= where_mask(frame, selector.where, path=path, key=key)
     return mask

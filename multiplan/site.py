@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan import crs as crs_mod
 from multiplan.areas import area_m2, to_mu, union_area
-from multiplan.errors import InputError
 from multiplan.io import csv_writer
 from multiplan.layers import CLASS_COL, LayerInput, ensure_layers
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.record import input_files
 from multiplan.rules import class_mask
 from multiplan.schema import SITE_COLUMNS
+from multiplan.sitefiles import SiteInput, read_site
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
     import folium
     import geopandas as gpd
@@ -46,6 +45,7 @@ class SiteResult:
 
     project: Project
     site: shapely.Geometry
+    source: SiteInput
     table: pd.DataFrame
     forbidden: pd.DataFrame
     hits: Mapping[str, gpd.GeoDataFrame]
@@ -91,57 +91,6 @@ class SiteResult:
         )
 
 
-def read_site(site: str, project: Project) -> shapely.Geometry:
-    """Read the site: a vector file (any CRS it declares; else the working CRS) or WKT in the working CRS.
-
-    Raises
-    ------
-    InputError
-        When it is neither, or has no area.
-    """
-    text = site.strip()
-    working = project.working_crs
-    if text.upper().startswith(("POLYGON", "MULTIPOLYGON")):
-        try:
-            geom = shapely.from_wkt(text)
-        except shapely.errors.GEOSException as exc:
-            raise InputError(f"the site is not valid WKT ({exc})", key="SITE") from exc
-    else:
-        path = Path(site)
-        if not path.exists():
-            raise InputError(
-                "the site is neither a file nor a WKT polygon",
-                path=path,
-                key="SITE",
-                hint="Give a vector file, or WKT such as 'POLYGON ((x y, …))' in the working CRS",
-            )
-        import pyogrio
-
-        try:
-            frame = pyogrio.read_dataframe(path)
-        except Exception as exc:
-            raise InputError(
-                f"GDAL cannot open the site ({str(exc).splitlines()[0]})",
-                path=path,
-                key="SITE",
-            ) from exc
-        geoms = np.asarray(frame.geometry.array, dtype=object)
-        if frame.crs is not None:
-            src = crs_mod.parse_crs(frame.crs.to_wkt())
-            if src != working:
-                geoms = crs_mod.transform_geometries(
-                    geoms, crs_mod.make_transformer(src, working)
-                )
-        geom = shapely.union_all(geoms[~shapely.is_missing(geoms)])
-    geom = shapely.make_valid(
-        shapely.force_2d(geom), method="structure", keep_collapsed=False
-    )
-    polys = [p for p in shapely.get_parts(geom) if p.geom_type == "Polygon"]
-    if not polys or sum(p.area for p in polys) <= 0:
-        raise InputError("the site has no area", key="SITE", hint="Give a polygon")
-    return shapely.union_all(polys)
-
-
 def screen_site(
     project: Project,
     site: shapely.Geometry | str | Path,
@@ -155,8 +104,9 @@ def screen_site(
     project
         A manifest from :func:`multiplan.read_project`.
     site
-        A polygon in the working CRS, or what :func:`read_site` reads (a vector
-        file, or WKT in the working CRS).
+        A polygon in the working CRS, or what
+        :func:`multiplan.sitefiles.read_site` reads: WKT in the working CRS, a
+        vector file, a 自然资源部 coordinate file (``.txt``) or a DXF drawing.
     layers
         Layers already read (or GeoDataFrames to use); what is missing is read.
 
@@ -170,7 +120,8 @@ def screen_site(
     Raises
     ------
     InputError
-        When the site cannot be read or has no area.
+        When the site cannot be read, has no area, is in the wrong units or zone,
+        or lies outside the study area.
 
     Examples
     --------
@@ -180,7 +131,7 @@ def screen_site(
     >>> multiplan.screen_site(project, site).verdict
     'fail'
     """
-    geom = site if isinstance(site, shapely.Geometry) else read_site(str(site), project)
+    found = read_site(site, project)
     names = [
         n
         for n, s in project.layers.items()
@@ -188,11 +139,12 @@ def screen_site(
         and n != project.boundary
         and n not in project.units
     ]
-    return screen(project, geom, ensure_layers(project, names, layers))
+    return screen(project, found, ensure_layers(project, names, layers))
 
 
-def screen(project: Project, site: shapely.Geometry, layers: Layers) -> SiteResult:
+def screen(project: Project, found: SiteInput, layers: Layers) -> SiteResult:
     """Intersect the site with every loaded layer; flag what ``[site] forbid`` lists."""
+    site = found.geometry
     working = project.working_crs
     site_area = float(area_m2(np.array([site], dtype=object), working, project.area)[0])
     shapely.prepare(site)
@@ -265,6 +217,7 @@ def screen(project: Project, site: shapely.Geometry, layers: Layers) -> SiteResu
     return SiteResult(
         project=project,
         site=site,
+        source=found,
         table=table,
         forbidden=pd.DataFrame(flagged, columns=list(SITE_COLUMNS)),
         hits=hits,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from multiplan.areas import UnionAreas, area_m2, to_mu
+from multiplan.layers import unit_names
 from multiplan.schema import BY_UNIT_COLUMNS, SUMMARY_COLUMNS, UNITS_COLUMNS
 
 if TYPE_CHECKING:
@@ -170,24 +171,13 @@ def build_by_unit(
 
 
 def unit_areas(project: Project, layers: Layers) -> dict[str, float]:
-    """Return each unit's own area in m² (the union of its features, by name)."""
+    """Return each unit's own area in m² (names are unique: :func:`multiplan.layers.unit_names`)."""
     name = project.unit_layer
     if not name or name not in layers:
         return {}
-    frame = layers[name]
-    geoms = np.asarray(frame.geometry.array, dtype=object)
-    names = np.array(
-        [None if pd.isna(n) else str(n) for n in frame[project.unit_name_field]],
-        dtype=object,
-    )
-    unions = UnionAreas(
-        geoms,
-        area_m2(geoms, project.working_crs, project.area),
-        project.working_crs,
-        project.area,
-    )
-    found = unions.by(names, mask=np.array([n is not None for n in names], dtype=bool))
-    return {str(k): v for k, v in found.items()}
+    geoms = np.asarray(layers[name].geometry.array, dtype=object)
+    areas = area_m2(geoms, project.working_crs, project.area)
+    return dict(zip(unit_names(project, layers).tolist(), areas.tolist(), strict=True))
 
 
 def build_units(

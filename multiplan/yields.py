@@ -28,7 +28,13 @@ from multiplan.areas import area_m2, to_mu, union_area
 from multiplan.errors import InputError, ManifestError
 from multiplan.filters import where_mask
 from multiplan.io import csv_writer, gpkg_writer
-from multiplan.layers import LayerInput, Layers, ensure_layers, public_fields
+from multiplan.layers import (
+    LayerInput,
+    Layers,
+    ensure_layers,
+    public_fields,
+    unit_names,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -268,7 +274,9 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
                         path=project.path,
                         key="yield.exempt",
                     )
-            exempt |= where_mask(attrs, spec.exempt_where)
+            exempt |= where_mask(
+                attrs, spec.exempt_where, path=project.path, key="yield.exempt"
+            )
         parcels["exempt"] = exempt
         notes["exempt"] = int(exempt.sum())
         parcels["score"] = _score(parcels, spec, exempt)
@@ -308,7 +316,7 @@ def _unit_of(project: Project, layers: Layers, geoms: np.ndarray) -> np.ndarray:
     if not unit_layer or unit_layer not in layers or not len(geoms):
         return out
     uf = layers[unit_layer]
-    names = uf[project.unit_name_field].to_numpy(dtype=object)
+    names = unit_names(project, layers)
     pts = shapely.point_on_surface(geoms)
     ip, iu = shapely.STRtree(np.asarray(uf.geometry.array, dtype=object)).query(
         pts, predicate="within"

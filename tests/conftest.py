@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,15 @@ import pyogrio
 import pytest
 import shapely
 from helpers import X0, Y0, box, file_hashes, squares, toml_dumps, zoo
+from hypothesis import settings
 
 from multiplan.project import read_project
+
+# the same examples on every run, so that CI is repeatable; explore with
+# HYPOTHESIS_PROFILE=explore pytest
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture

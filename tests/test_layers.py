@@ -10,8 +10,9 @@ from helpers import X0, Y0, squares
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
+from multiplan.describe import class_areas
 from multiplan.errors import LayerError
-from multiplan.layers import CLASS_COL, SOURCE_CODE_COL, class_areas, read_layer
+from multiplan.layers import CLASS_COL, SOURCE_CODE_COL, read_layer
 from multiplan.project import read_project
 
 CHINESE = ["水田", "城镇住宅用地", "商业服务业设施用地", "可调整果园"]

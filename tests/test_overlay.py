@@ -114,8 +114,10 @@ def test_unit_split_pieces_partition_the_piece(a, b, units):
 @given(
     a=polygons(),
     b=polygons(),
-    dx=st.floats(-1e6, 1e6),
-    dy=st.floats(-1e6, 1e6),
+    # GEOS' own intersection changes by 0.2 % for a box moved by a subnormal 2e-309:
+    # projected coordinates are never subnormal, so such shifts are left out
+    dx=st.floats(-1e6, 1e6, allow_subnormal=False),
+    dy=st.floats(-1e6, 1e6, allow_subnormal=False),
     seed=st.integers(0, 1000),
 )
 def test_shuffling_and_translating_change_no_figure(a, b, dx, dy, seed):

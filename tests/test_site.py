@@ -10,7 +10,7 @@ from multiplan.cli import main
 from multiplan.errors import InputError
 from multiplan.layers import read_layer
 from multiplan.project import read_project
-from multiplan.site import read_site
+from multiplan.sitefiles import read_site
 
 INSIDE_RED_LINE = "POLYGON ((495568 3531178, 495768 3531178, 495768 3531378, 495568 3531378, 495568 3531178))"
 
@@ -73,7 +73,7 @@ def test_site_from_a_file_in_another_crs(project, tmp_path):
         {"n": [1]}, geometry=[shapely.from_wkt(INSIDE_RED_LINE)], crs="EPSG:4549"
     ).to_crs(4326)
     site.to_file(tmp_path / "site.geojson")
-    geom = read_site(str(tmp_path / "site.geojson"), project)
+    geom = read_site(str(tmp_path / "site.geojson"), project).geometry
     assert geom.area == pytest.approx(40_000.0, rel=1e-6)
     result = multiplan.screen_site(project, tmp_path / "site.geojson")
     assert result.fails
@@ -86,4 +86,7 @@ def test_bad_sites(project, tmp_path):
     with pytest.raises(InputError, match="neither a file nor a WKT polygon"):
         read_site("somewhere.shp", project)
     with pytest.raises(InputError, match="no area"):
-        read_site("POLYGON ((0 0, 1 1, 0 0, 0 0))", project)
+        read_site(
+            "POLYGON ((495568 3531178, 495768 3531178, 495568 3531178, 495568 3531178))",
+            project,
+        )

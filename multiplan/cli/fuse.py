@@ -54,7 +54,10 @@ def fuse_cmd(
     ):
         result = fuse(project, workers=workers, progress=progress)
         files = result.write(folder)
-    echo(f"{len(result.faces):,} faces")
+    by_area = result.notes.get("faces_attributed_by_area", 0)
+    echo(
+        f"{len(result.faces):,} faces ({by_area:,} narrow ones attributed by area, not by an interior point)"
+    )
     if result.patches is not None:
         counts = result.patches["diff_class"].value_counts().to_dict()
         echo(

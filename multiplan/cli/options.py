@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -87,6 +88,21 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         handler._multiplan = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    # a warning from a library (GDAL, numpy, shapely) is one log line, never raw text
+    warnings.showwarning = _warning_to_log
+
+
+def _warning_to_log(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    logging.getLogger("multiplan").warning(
+        "%s: %s", category.__name__, " ".join(str(message).split())
+    )
 
 
 def _meta() -> dict[str, Any]:

@@ -1,0 +1,8 @@
+"""``python -m multiplan``: the command line (the console script runs this in a child process)."""
+
+from __future__ import annotations
+
+from multiplan.cli import run
+
+if __name__ == "__main__":
+    run()
