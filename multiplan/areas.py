@@ -47,6 +47,17 @@ def to_mu(area_m2: _Area) -> _Area:
     return area_m2 * 15.0 / 10000.0
 
 
+def to_ha(area_m2: _Area) -> _Area:
+    """Convert square metres to hectares (公顷).
+
+    Examples
+    --------
+    >>> to_ha(15000.0)
+    1.5
+    """
+    return area_m2 / M2_PER_HA
+
+
 def area_m2(geoms: np.ndarray, crs: CRS, mode: str = "planar") -> np.ndarray:
     """Return the planar (default) or ellipsoidal area in m² of each geometry.
 

@@ -26,25 +26,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-M2_PER_MU = 10000.0 / 15.0
-"""Square metres in one 亩 (市亩): 10000/15 = 666.666… m²."""
-
 _OLD_DATUMS = {
     "xian 1980": "Xian 1980 (1980西安坐标系)",
     "beijing 1954": "Beijing 1954 (1954北京坐标系)",
     "new beijing": "New Beijing (新1954北京坐标系)",
 }
-
-
-def m2_to_mu(area_m2: float | np.ndarray) -> float | np.ndarray:
-    """Convert square metres to 亩 (``area_m2 * 15 / 10000``).
-
-    Examples
-    --------
-    >>> m2_to_mu(10000.0)
-    15.0
-    """
-    return area_m2 * 15.0 / 10000.0
 
 
 @functools.lru_cache(maxsize=128)

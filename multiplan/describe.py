@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan.areas import area_m2, to_mu
+from multiplan.areas import area_m2, to_ha, to_mu
 from multiplan.errors import InputError
 from multiplan.layers import CLASS_COL, Layer, read_layer
 from multiplan.progress import Progress, no_progress
@@ -188,7 +188,7 @@ def format_descriptions(
             for c in classes[:12]:
                 name = f" {c['name']}" if c.get("name") else ""
                 area = (
-                    f"  {_n(c['area_mu'])} 亩 ({_n(c['area_m2'] / 10000)} ha)"
+                    f"  {_n(c['area_mu'])} 亩 ({_n(to_ha(c['area_m2']))} ha)"
                     if "area_mu" in c
                     else ""
                 )

@@ -26,9 +26,11 @@ from pyproj import CRS
 
 from multiplan.errors import LayerError
 from multiplan.shapefiles import judge_encoding, shape_index
+from multiplan.styles import add_styles
 
 if TYPE_CHECKING:
     from multiplan.specs import LayerSpec, RasterClass
+    from multiplan.styles import LayerStyle
 
 logger = logging.getLogger(__name__)
 
@@ -335,8 +337,10 @@ def classify_raster(
 # --------------------------------------------------------------------------
 
 
-def gpkg_writer(frame: gpd.GeoDataFrame, *, layer: str) -> Writer:
-    """Return a function that writes ``frame`` as a GeoPackage layer to a path."""
+def gpkg_writer(
+    frame: gpd.GeoDataFrame, *, layer: str, style: LayerStyle | None = None
+) -> Writer:
+    """Return a writer of ``frame`` as a GeoPackage layer (with a QGIS default style)."""
 
     def write(path: Path) -> None:
         # GeoPackages record a last_change time; pin it so that the same inputs give
@@ -347,6 +351,8 @@ def gpkg_writer(frame: gpd.GeoDataFrame, *, layer: str) -> Writer:
             pyogrio.write_dataframe(frame, path, layer=layer, driver="GPKG")
         finally:
             pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
+        if style is not None:
+            add_styles(path, [(layer, frame.geometry.name, style)])
 
     return write
 
@@ -368,13 +374,49 @@ def spreadsheet_text(value: object) -> object:
     return value
 
 
+FIGURE_DECIMALS = {"_m2": 2, "area_mu": 4, "_yuan": 2, "share": 6}
+"""Decimals of figures in CSV files, by column-name ending: what a survey means (0.01 m², 0.0001 亩).
+
+Indicators (``tax_per_mu``, 万元/亩) are not areas and are left as they are."""
+
+
+def round_figures(frame: pd.DataFrame) -> pd.DataFrame:
+    """Round area, value and share columns to :data:`FIGURE_DECIMALS` (integers stay integers).
+
+    Examples
+    --------
+    >>> t = round_figures(pd.DataFrame({"area_m2": [261624.00000000003], "area_mu": [392.43600000001]}))
+    >>> t.iloc[0].tolist()
+    [261624.0, 392.436]
+    """
+    frame = frame.copy()
+    for c in frame.columns:
+        name = str(c)
+        decimals = next(
+            (d for end, d in FIGURE_DECIMALS.items() if name.endswith(end)), None
+        )
+        if decimals is None:
+            continue
+        col = frame[c]
+        if pd.api.types.is_float_dtype(col):
+            frame[c] = col.round(decimals)
+        elif col.dtype == object:
+            frame[c] = pd.Series(
+                [round(v, decimals) if isinstance(v, float) else v for v in col],
+                index=frame.index,
+                dtype=object,
+            )
+    return frame
+
+
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     """Return a table as UTF-8 CSV bytes with a BOM, CRLF line ends (as Excel writes).
 
-    Text that a spreadsheet would take for a formula is written with a leading
-    ``'`` (:func:`spreadsheet_text`); numbers are written as they are.
+    Figures are rounded to what a survey means (:func:`round_figures`). Text that
+    a spreadsheet would take for a formula is written with a leading ``'``
+    (:func:`spreadsheet_text`); numbers are written as numbers.
     """
-    frame = frame.copy()
+    frame = round_figures(frame)
     for c in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[c]):
             # element by element, as objects: integers in an object column stay integers

@@ -220,8 +220,12 @@ def ensure_layers(
     given: LayerInput | None = None,
     *,
     progress: Progress = no_progress,
+    near: tuple[float, float, float, float] | None = None,
 ) -> Layers:
     """Return the named layers: taken from ``given`` where there, read from their sources otherwise.
+
+    With ``near`` (a box in the working CRS) only the features near it are read
+    (see :func:`read_layer`).
 
     A GeoDataFrame in ``given`` that :func:`read_layers` did not make (say, one a
     planner edited in a notebook) goes through the same preparation as a file:
@@ -251,7 +255,7 @@ def ensure_layers(
             out[name] = as_layer(given[name], project.layers[name], project)
     for i, name in enumerate(todo):
         progress("reading", i, len(todo), name)
-        out[name] = read_layer(project.layers[name], project)
+        out[name] = read_layer(project.layers[name], project, near=near)
     if isinstance(given, Layers):
         out = {**given.layers(), **out}
     return Layers({n: out[n] for n in dict.fromkeys([*names, *out])})
@@ -351,8 +355,24 @@ def unit_names(project: Project, layers: Layers, name: str | None = None) -> np.
     return names
 
 
-def read_layer(spec: LayerSpec, project: Project) -> Layer:
+def read_layer(
+    spec: LayerSpec,
+    project: Project,
+    *,
+    near: tuple[float, float, float, float] | None = None,
+) -> Layer:
     """Read one layer and bring it onto the working CRS and the taxonomy.
+
+    Parameters
+    ----------
+    spec, project
+        The layer as the manifest describes it, and the project.
+    near
+        Read only the features whose bounding boxes meet this box (in the working
+        CRS), through the source's spatial index where it has one; feature ids
+        stay those of the whole layer (row numbers are the rows of the whole
+        source). A layer buffered by ``width_field`` is read whole, since a
+        feature far away may reach in.
 
     Raises
     ------
@@ -363,9 +383,14 @@ def read_layer(spec: LayerSpec, project: Project) -> Layer:
     """
     if spec.kind == "raster":
         return _load_raster(spec, project.working_crs)
-    src = read_vector(spec)
+    bbox = rows = None
+    if near is not None and spec.width_field is None:
+        bbox, rows = _source_window(spec, project, near)
+    src = read_vector(spec, bbox=bbox)
+    if rows is not None:
+        rows = rows[np.searchsorted(rows[:, 0], src.frame.index.to_numpy()), 1]
     return _prepare_vector(
-        src.frame,
+        src.frame.reset_index(drop=True),
         src.crs,
         spec,
         project,
@@ -373,7 +398,43 @@ def read_layer(spec: LayerSpec, project: Project) -> Layer:
         encoding=src.encoding,
         encoding_note=src.encoding_note,
         said=src.warnings,
+        row_numbers=rows,
     )
+
+
+def _source_window(
+    spec: LayerSpec, project: Project, near: tuple[float, float, float, float]
+) -> tuple[tuple[float, float, float, float] | None, np.ndarray | None]:
+    """Return the box ``near`` in the source's CRS, and the source's (FID, row) pairs.
+
+    ``(None, None)`` when the source's CRS is not declared (read whole).
+    """
+    import pyogrio
+    from pyproj import CRS
+
+    path = spec.source
+    info = pyogrio.read_info(path, layer=spec.layer)
+    if not info.get("crs"):
+        return None, None
+    src = CRS.from_user_input(info["crs"])
+    pad = spec.buffer or 0.0
+    x0, y0, x1, y1 = near
+    box = shapely.box(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+    if src != project.working_crs:
+        box = crs_mod.transform_geometries(
+            np.array(
+                [shapely.segmentize(box, max(x1 - x0, y1 - y0, 1.0) / 8)], dtype=object
+            ),
+            crs_mod.transformer(project.working_crs, src),
+        )[0]
+    rows = None
+    if spec.id_field is None:  # ids are row numbers: map the FIDs of the window to rows
+        fids = pyogrio.read_dataframe(
+            path, layer=spec.layer, columns=[], read_geometry=False, fid_as_index=True
+        ).index.to_numpy()
+        rows = np.column_stack([fids, np.arange(len(fids))])
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    return tuple(float(v) for v in shapely.bounds(box)), rows  # type: ignore[return-value]
 
 
 def _prepare_vector(
@@ -386,6 +447,7 @@ def _prepare_vector(
     encoding: str | None = None,
     encoding_note: str | None = None,
     said: tuple[str, ...] = (),
+    row_numbers: np.ndarray | None = None,
 ) -> Layer:
     """Prepare a frame as SPEC §3 orders: ids, filter, CRS, Z/M, repair, buffer, classes."""
     working = project.working_crs
@@ -412,7 +474,7 @@ def _prepare_vector(
                 hint=f"Fields are: {', '.join(map(str, columns))}",
             )
     rows = len(frame)
-    ids = _feature_ids(spec, frame)
+    ids = _feature_ids(spec, frame, row_numbers)
     geoms = np.asarray(frame.geometry.array, dtype=object)
     null = shapely.is_missing(geoms)
     empty = ~null & shapely.is_empty(geoms)
@@ -536,9 +598,12 @@ def _crs_label(crs: CRS) -> str:
     return f"EPSG:{code} ({crs.name})" if code else crs.name
 
 
-def _feature_ids(spec: LayerSpec, frame: pd.DataFrame) -> np.ndarray:
+def _feature_ids(
+    spec: LayerSpec, frame: pd.DataFrame, rows: np.ndarray | None = None
+) -> np.ndarray:
     if spec.id_field is None:
-        return np.array([str(i) for i in range(len(frame))], dtype=object)
+        numbers = np.arange(len(frame)) if rows is None else rows
+        return np.array([str(i) for i in numbers], dtype=object)
     raw = frame[spec.id_field]
     ids = raw.map(_code_text).to_numpy(dtype=object)
     missing = np.flatnonzero(pd.isna(ids) | (ids == ""))

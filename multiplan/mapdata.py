@@ -17,11 +17,23 @@ import pandas as pd
 import shapely
 
 from multiplan import crs as crs_mod
+from multiplan.areas import to_mu
+from multiplan.classify import TAG_RE
+from multiplan.colours import (
+    CLASS_COLOURS,
+    DIFF_COLOURS,
+    GRADE_COLOURS,
+    SEVERITY_COLOURS,
+    ZONE_STYLES,
+)
+from multiplan.colours import (
+    OTHER_ZONE as _OTHER_ZONE,
+)
 from multiplan.labels import Lang, label, labels
 from multiplan.layers import CLASS_COL, public_fields
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from multiplan.layers import Layer
     from multiplan.rules import Rule
@@ -33,44 +45,6 @@ logger = logging.getLogger(__name__)
 Tiles = Literal["none", "osm", "tianditu", "gaode"]
 TILES: tuple[Tiles, ...] = ("none", "osm", "tianditu", "gaode")
 
-GRADE_COLOURS = {"A": "#1a9641", "B": "#a6d96a", "C": "#fdae61", "D": "#d7191c"}
-SEVERITY_COLOURS = {"high": "#d7191c", "medium": "#f28e2b", "low": "#e6c619"}
-#: Fill colours by 用地用海 level-1 class, after the usual planning colours.
-CLASS_COLOURS = {
-    "01": "#f3eea2",
-    "02": "#bfe3a0",
-    "03": "#5fa75e",
-    "04": "#cdebb0",
-    "05": "#7fcdbb",
-    "06": "#d9d4b0",
-    "07": "#ffd37f",
-    "08": "#ff8fc7",
-    "09": "#ff5a5a",
-    "10": "#b08868",
-    "11": "#a57fd1",
-    "12": "#a6a6a6",
-    "13": "#4f8fd1",
-    "14": "#4cc35e",
-    "15": "#7e8f3c",
-    "16": "#e5e5e5",
-    "17": "#74b7e8",
-    "18": "#9ecae1",
-    "19": "#9ecae1",
-    "20": "#9ecae1",
-    "21": "#9ecae1",
-    "22": "#9ecae1",
-    "23": "#cbbf9f",
-    "24": "#9ecae1",
-}
-#: Outline styles of zone tags (constraint layers): stroke colour, fill colour, dash.
-ZONE_STYLES = {
-    "eco_redline": ("#1a9850", "#1a9850", "6 3"),
-    "basic_farmland": ("#b8860b", "#e8d35c", None),
-    "urban_boundary": ("#c51b7d", None, "10 4"),
-    "industrial_park": ("#6a3d9a", "#cab2d6", "4 3"),
-    "transport_corridor": ("#555555", "#999999", None),
-}
-_OTHER_ZONE = ("#444444", "#bbbbbb", "3 3")
 #: Display simplification tolerance in metres per kind of layer.
 _TOLERANCE_M = {
     "plan": 1.0,
@@ -88,7 +62,7 @@ _QUANTUM = 1e6  # integer units per degree
 # --------------------------------------------------------------------------- geometry encoding
 
 
-def _display_geoms(
+def display_geoms(
     geoms: np.ndarray, project: Project, tolerance_m: float, *, gcj02: bool
 ) -> np.ndarray:
     """Simplify in the working CRS, take to lon/lat (GCJ-02 if asked)."""
@@ -169,6 +143,19 @@ def _attributes(frame: pd.DataFrame, row: int) -> list[list[str]]:
     return out
 
 
+SECTIONS = ("site", "conflicts", "onemap", "controls", "plans", "yield", "base")
+"""The layer panel's sections, in order; each group belongs to one."""
+SECTION_LABELS = {
+    "site": "site",
+    "conflicts": "group_conflicts",
+    "onemap": "group_onemap",
+    "controls": "group_controls",
+    "plans": "group_plans",
+    "yield": "group_yield",
+    "base": "group_base",
+}
+
+
 def _layer_kind(layer: Layer, project: Project) -> str:
     if layer.name == project.boundary:
         return "boundary"
@@ -181,6 +168,231 @@ def _layer_kind(layer: Layer, project: Project) -> str:
     return "zone"
 
 
+_SECTION_OF = {
+    "boundary": "base",
+    "units": "base",
+    "points": "plans",
+    "plan": "plans",
+    "zone": "controls",
+}
+_VISIBLE = {"boundary", "units", "zone", "conflicts", "patches", "site"}
+CONTROL_LINES = ("eco_redline", "basic_farmland", "urban_boundary")
+"""The 三条控制线: drawn when the map opens."""
+"""Groups drawn when the map opens: the boundary, units, control lines and conflicts;
+plan fills are one click away, so that the map reads at a glance."""
+
+
+class _Classes:
+    """Class codes seen on the map, with their names (for popups and the legend)."""
+
+    def __init__(self, project: Project) -> None:
+        self.taxonomy = project.taxonomy
+        self.names: dict[str, str] = {}
+
+    def add(self, values: Any) -> None:
+        for c in pd.unique(np.asarray(values, dtype=object)):
+            if isinstance(c, str) and c not in self.names:
+                self.names[c] = self.taxonomy.name(c) or c
+                if c[:2].isdigit() and c[:2] not in self.names:
+                    self.names[c[:2]] = self.taxonomy.name(c[:2]) or c[:2]
+
+
+def _group(
+    name: str, title: str, kind: str, features: list[Any], **extra: Any
+) -> dict[str, Any]:
+    section = extra.pop("section", None) or _SECTION_OF.get(kind, kind)
+    return {
+        "name": name,
+        "title": title,
+        "kind": kind,
+        "section": section,
+        "on": kind in _VISIBLE,
+        "features": features,
+        **extra,
+    }
+
+
+def layer_group(
+    layer: Layer, project: Project, classes: _Classes, *, gcj: bool
+) -> dict[str, Any]:
+    """Return the map group of one layer: every feature with its id, class and a few attributes."""
+    kind = _layer_kind(layer, project)
+    frame = layer.frame
+    cls = frame[CLASS_COL].to_numpy(dtype=object)
+    classes.add(cls)
+    geoms = np.asarray(frame.geometry.array, dtype=object)
+    ids = [str(i) for i in frame.index]
+    extra: dict[str, Any] = {}
+    if kind == "points":
+        enc: list[Any] = encode_points(display_geoms(geoms, project, 0, gcj02=gcj))
+        feats = [
+            [e, [ids[i], cls[i], _attributes(frame, i)]] for i, e in enumerate(enc)
+        ]
+    elif kind != "plan" and len(frame) > _PER_FEATURE_LIMIT:
+        merged = np.array([shapely.union_all(geoms)], dtype=object)
+        enc = encode_polygons(
+            display_geoms(merged, project, _TOLERANCE_M["zone"], gcj02=gcj)
+        )
+        feats = [[enc[0], [None, cls[0] if len(cls) else None, []]]]
+        extra["dissolved"] = True
+    else:
+        enc = encode_polygons(
+            display_geoms(geoms, project, _TOLERANCE_M.get(kind, 0.5), gcj02=gcj)
+        )
+        with_attrs = kind in ("zone", "units")
+        feats = [
+            [e, [ids[i], cls[i], _attributes(frame, i) if with_attrs else []]]
+            for i, e in enumerate(enc)
+            if e
+        ]
+    group = _group(layer.name, layer.spec.label, kind, feats, **extra)
+    if kind == "zone":
+        tag = next((c for c in pd.unique(cls) if isinstance(c, str)), None)
+        stroke, fill, dash = ZONE_STYLES.get(tag or "", _OTHER_ZONE)
+        group["style"] = {"color": stroke, "fillColor": fill, "dashArray": dash}
+        # the three control lines (三条控制线) open with the map; other zones are a click away
+        group["on"] = tag in CONTROL_LINES
+        if tag is not None and not TAG_RE.match(tag):  # parcels with one land class
+            group["section"] = "plans"
+    return group
+
+
+def conflict_groups(
+    pieces: pd.DataFrame,
+    rules: Sequence[Rule],
+    project: Project,
+    layer_index: Mapping[str, int],
+    classes: _Classes,
+    *,
+    lang: Lang,
+    gcj: bool,
+) -> list[dict[str, Any]]:
+    """Return one group per rule with pieces: [rule, A layer, A id, A class, B …, unit, m², value]."""
+    if not len(pieces):
+        return []
+    rule_index = {r.id: i for i, r in enumerate(rules)}
+    enc = encode_polygons(
+        display_geoms(
+            np.asarray(pieces.geometry.array, dtype=object),
+            project,
+            _TOLERANCE_M["conflicts"],
+            gcj02=gcj,
+        )
+    )
+    has_value = "value_yuan" in pieces.columns
+    feats: dict[int, list[Any]] = {}
+    row: Any
+    for k, row in enumerate(pieces.itertuples(index=False)):
+        if not enc[k]:
+            continue
+        classes.add([row.a_class, row.b_class])
+        props = [
+            rule_index.get(row.rule_id, -1),
+            layer_index.get(row.a_layer, -1),
+            row.a_id,
+            row.a_class,
+            layer_index.get(row.b_layer, -1) if row.b_layer is not None else -1,
+            row.b_id,
+            row.b_class,
+            row.unit,
+            round(float(row.area_m2), 2),
+        ]
+        if has_value:
+            v = row.value_yuan
+            props.append(
+                None
+                if v is None or (isinstance(v, float) and np.isnan(v))
+                else round(float(v), 0)
+            )
+        feats.setdefault(int(props[0]), []).append([enc[k], props])
+    return [
+        _group(
+            f"conflicts:{r.id}",
+            f"{r.id} {r.label(lang)}",
+            "conflicts",
+            feats[ri],
+            rule=ri,
+        )
+        for ri, r in enumerate(rules)
+        if ri in feats
+    ]
+
+
+def yield_group(
+    yields: YieldResult, project: Project, *, lang: Lang, gcj: bool
+) -> dict[str, Any]:
+    """Return the land-yield group: parcels coloured by grade, with their indicators."""
+    parcels = yields.parcels
+    enc = encode_polygons(
+        display_geoms(
+            np.asarray(parcels.geometry.array, dtype=object),
+            project,
+            _TOLERANCE_M["zone"],
+            gcj02=gcj,
+        )
+    )
+    feats = []
+    for k, (fid, grade) in enumerate(zip(parcels["id"], parcels["grade"], strict=True)):
+        if not enc[k]:
+            continue
+        values = []
+        for ind in yields.spec.indicators:
+            v = parcels[ind.id].iloc[k]
+            values.append(
+                [
+                    ind.title,
+                    "—"
+                    if v is None or not np.isfinite(v)
+                    else f"{v:,.2f} {ind.unit}".strip(),
+                ]
+            )
+        if "score" in parcels and np.isfinite(parcels["score"].iloc[k]):
+            values.append(["score", f"{parcels['score'].iloc[k]:.3f}"])
+        if "reason" in parcels and isinstance(parcels["reason"].iloc[k], str):
+            values.append([label("not_graded", lang), parcels["reason"].iloc[k]])
+        feats.append(
+            [enc[k], [str(fid), grade if isinstance(grade, str) else None, values]]
+        )
+    return _group("yield", label("yield_grade", lang), "yield", feats)
+
+
+def _fit(
+    layers: Mapping[str, Layer], project: Project, *, gcj: bool, focus: Any = None
+) -> list[list[float]]:
+    if focus is None and project.boundary and project.boundary in layers:
+        focus = shapely.union_all(
+            np.asarray(layers[project.boundary].frame.geometry.array, dtype=object)
+        )
+        pad = 0.0
+    else:
+        pad = 0.6
+    if focus is not None:
+        bounds = np.asarray(shapely.bounds(focus), dtype=float)
+        pad *= max(bounds[2] - bounds[0], bounds[3] - bounds[1], 100.0)
+        bounds = bounds + np.array([-pad, -pad, pad, pad])
+    else:
+        bounds = None
+        for ly in layers.values():
+            if len(ly.frame):
+                b = np.asarray(
+                    shapely.total_bounds(
+                        np.asarray(ly.frame.geometry.array, dtype=object)
+                    )
+                )
+                bounds = (
+                    b
+                    if bounds is None
+                    else np.r_[
+                        np.minimum(bounds[:2], b[:2]), np.maximum(bounds[2:], b[2:])
+                    ]
+                )
+    if bounds is None:
+        return [[31.8, 119.75], [32.07, 120.1]]
+    box = display_geoms(np.array([shapely.box(*bounds)]), project, 0, gcj02=gcj)[0]
+    x0, y0, x1, y1 = shapely.bounds(box)
+    return [[y0, x0], [y1, x1]]
+
+
 def build_map_data(
     project: Project,
     layers: Mapping[str, Layer],
@@ -190,220 +402,68 @@ def build_map_data(
     lang: Lang = "zh",
     tiles: Tiles = "none",
     yields: YieldResult | None = None,
+    extra_groups: Callable[[_Classes, bool], list[dict[str, Any]]] | None = None,
+    focus: Any = None,
+    banner: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Return the JSON-able data the page draws: groups of encoded features, rules, classes."""
+    """Return the JSON-able data the page draws: groups of encoded features, rules, classes.
+
+    Parameters
+    ----------
+    extra_groups
+        Called with the class registry and whether to shift to GCJ-02; returns more
+        groups (the one map's faces and patches, a site).
+    focus
+        A geometry (working CRS) the map opens on, instead of every layer's extent.
+    banner
+        A box shown under the title: ``{"text": …, "tone": "pass" | "fail", "lines": […]}``.
+    """
     gcj = tiles == "gaode"
-    taxonomy = project.taxonomy
-    classes: dict[str, str] = {}
-    groups: list[dict[str, Any]] = []
+    classes = _Classes(project)
     layer_names = [
         n
         for n, ly in layers.items()
         if ly.family in ("polygon", "point") and len(ly.frame)
     ]
     index = {n: i for i, n in enumerate(layer_names)}
-    for name in layer_names:
-        layer = layers[name]
-        kind = _layer_kind(layer, project)
-        frame = layer.frame
-        group: dict[str, Any] = {"name": name, "title": layer.spec.label, "kind": kind}
-        cls = frame[CLASS_COL].to_numpy(dtype=object)
-        for c in pd.unique(cls):
-            if isinstance(c, str):
-                classes[c] = taxonomy.name(c) or c
-        geoms = np.asarray(frame.geometry.array, dtype=object)
-        if kind == "points":
-            group["features"] = [
-                [pt, [str(fid), cls[i], _attributes(frame, i)]]
-                for i, (fid, pt) in enumerate(
-                    zip(
-                        frame.index,
-                        encode_points(_display_geoms(geoms, project, 0, gcj02=gcj)),
-                        strict=True,
-                    )
-                )
-            ]
-        elif kind == "plan" and len(frame) > 0:
-            # dissolved by class for display
-            key = np.array(["" if c is None else c for c in cls], dtype=object)
-            codes = sorted(set(key.tolist()))
-            merged = np.array(
-                [shapely.union_all(geoms[key == c]) for c in codes], dtype=object
-            )
-            enc = encode_polygons(
-                _display_geoms(merged, project, _TOLERANCE_M["plan"], gcj02=gcj)
-            )
-            group["features"] = [
-                [g, [c or None]] for c, g in zip(codes, enc, strict=True) if g
-            ]
-            group["dissolved"] = True
-        else:
-            dissolve = len(frame) > _PER_FEATURE_LIMIT
-            if dissolve:
-                merged = np.array([shapely.union_all(geoms)], dtype=object)
-                enc = encode_polygons(
-                    _display_geoms(merged, project, _TOLERANCE_M["zone"], gcj02=gcj)
-                )
-                group["features"] = [[enc[0], [None, cls[0] if len(cls) else None, []]]]
-                group["dissolved"] = True
-            else:
-                enc = encode_polygons(
-                    _display_geoms(
-                        geoms, project, _TOLERANCE_M.get(kind, 0.5), gcj02=gcj
-                    )
-                )
-                group["features"] = [
-                    [
-                        g,
-                        [
-                            str(fid),
-                            cls[i],
-                            _attributes(frame, i) if kind in ("zone", "units") else [],
-                        ],
-                    ]
-                    for i, (fid, g) in enumerate(zip(frame.index, enc, strict=True))
-                    if g
-                ]
-        tag = next((c for c in pd.unique(cls) if isinstance(c, str)), None)
-        if kind == "zone":
-            stroke, fill, dash = ZONE_STYLES.get(tag or "", _OTHER_ZONE)
-            group["style"] = {"color": stroke, "fillColor": fill, "dashArray": dash}
-        groups.append(group)
-    for c in list(classes):
-        if c[:2].isdigit() and c[:2] not in classes:
-            classes[c[:2]] = taxonomy.name(c[:2]) or c[:2]
-    rule_list = [
-        {"id": r.id, "title": r.label(lang), "severity": r.severity} for r in rules
-    ]
-    rule_index = {r.id: i for i, r in enumerate(rules)}
-    if len(conflicts):
-        geoms = np.asarray(conflicts.geometry.array, dtype=object)
-        enc = encode_polygons(
-            _display_geoms(geoms, project, _TOLERANCE_M["conflicts"], gcj02=gcj)
-        )
-        has_value = "value_yuan" in conflicts.columns
-        feats: dict[int, list[Any]] = {}
-        row: Any
-        for k, row in enumerate(conflicts.itertuples(index=False)):
-            if not enc[k]:
-                continue
-            for c in (row.a_class, row.b_class):
-                if isinstance(c, str):
-                    classes.setdefault(c, taxonomy.name(c) or c)
-            props = [
-                rule_index.get(row.rule_id, -1),
-                index.get(row.a_layer, -1),
-                row.a_id,
-                row.a_class,
-                index.get(row.b_layer, -1) if row.b_layer is not None else -1,
-                row.b_id,
-                row.b_class,
-                row.unit,
-                round(float(row.area_m2), 2),
-            ]
-            if has_value:
-                v = row.value_yuan
-                props.append(
-                    None
-                    if v is None or (isinstance(v, float) and np.isnan(v))
-                    else round(float(v), 0)
-                )
-            feats.setdefault(props[0], []).append([enc[k], props])
-        for ri, r in enumerate(rules):
-            if ri in feats:
-                groups.append(
-                    {
-                        "name": f"conflicts:{r.id}",
-                        "title": f"{r.id} {r.label(lang)}",
-                        "kind": "conflicts",
-                        "rule": ri,
-                        "features": feats[ri],
-                    }
-                )
-    for c in list(classes):
-        if c[:2].isdigit() and c[:2] not in classes:
-            classes[c[:2]] = taxonomy.name(c[:2]) or c[:2]
+    groups = [layer_group(layers[n], project, classes, gcj=gcj) for n in layer_names]
+    groups += conflict_groups(
+        conflicts, rules, project, index, classes, lang=lang, gcj=gcj
+    )
     if yields is not None and len(yields.parcels):
-        indicators = yields.spec.indicators
-        parcels = yields.parcels
-        enc = encode_polygons(
-            _display_geoms(
-                np.asarray(parcels.geometry.array, dtype=object),
-                project,
-                _TOLERANCE_M["zone"],
-                gcj02=gcj,
-            )
-        )
-        feats_y = []
-        for k, (fid, grade) in enumerate(
-            zip(parcels["id"], parcels["grade"], strict=True)
-        ):
-            if not enc[k]:
-                continue
-            values = []
-            for ind in indicators:
-                v = parcels[ind.id].iloc[k]
-                values.append(
-                    [
-                        f"{ind.title}",
-                        "—"
-                        if v is None or not np.isfinite(v)
-                        else f"{v:,.2f} {ind.unit}".strip(),
-                    ]
-                )
-            if "score" in parcels and np.isfinite(parcels["score"].iloc[k]):
-                values.append(["score", f"{parcels['score'].iloc[k]:.3f}"])
-            feats_y.append(
-                [enc[k], [str(fid), grade if isinstance(grade, str) else None, values]]
-            )
-        groups.append(
-            {
-                "name": "yield",
-                "title": label("yield_grade", lang),
-                "kind": "yield",
-                "features": feats_y,
-            }
-        )
-    bounds = None
-    for ly in layers.values():
-        if len(ly.frame):
-            b = np.asarray(
-                shapely.total_bounds(np.asarray(ly.frame.geometry.array, dtype=object))
-            )
-            bounds = (
-                b
-                if bounds is None
-                else np.r_[np.minimum(bounds[:2], b[:2]), np.maximum(bounds[2:], b[2:])]
-            )
-    if bounds is not None:
-        box = _display_geoms(np.array([shapely.box(*bounds)]), project, 0, gcj02=gcj)[0]
-        x0, y0, x1, y1 = shapely.bounds(box)
-        fit = [[y0, x0], [y1, x1]]
-    else:
-        fit = [[31.8, 119.75], [32.07, 120.1]]
+        groups.append(yield_group(yields, project, lang=lang, gcj=gcj))
+    if extra_groups is not None:
+        groups += extra_groups(classes, gcj)
+    names = classes.names
     return {
         "title": project.title,
         "lang": lang,
         "labels": labels(lang),
+        "sections": [[s, label(SECTION_LABELS[s], lang)] for s in SECTIONS],
         "layers": [layers[n].spec.label for n in layer_names],
         "groups": groups,
-        "rules": rule_list,
+        "rules": [
+            {"id": r.id, "title": r.label(lang), "severity": r.severity} for r in rules
+        ],
         "classes": {
             c: [
                 n,
                 CLASS_COLOURS.get(c[:2], "#cccccc") if c[:2].isdigit() else "#cccccc",
             ]
-            for c, n in sorted(classes.items())
+            for c, n in sorted(names.items())
         },
         "level1": [
-            [c, classes[c], CLASS_COLOURS.get(c, "#cccccc")]
-            for c in sorted(classes)
+            [c, names[c], CLASS_COLOURS.get(c, "#cccccc")]
+            for c in sorted(names)
             if len(c) == 2 and c.isdigit()
         ],
         "severity": SEVERITY_COLOURS,
         "grades": GRADE_COLOURS,
-        "bounds": fit,
+        "diff": DIFF_COLOURS,
+        "bounds": _fit(layers, project, gcj=gcj, focus=focus),
         "quantum": _QUANTUM,
+        "mu_per_m2": to_mu(1.0),
+        "banner": dict(banner) if banner else None,
     }
 
 
@@ -419,3 +479,13 @@ def safe_json(data: Any) -> str:
     ):
         text = text.replace(a, b)
     return text
+
+
+def empty_pieces(crs: Any) -> pd.DataFrame:
+    """Return an empty frame of pieces, for a map with no conflicts."""
+    import geopandas as gpd
+
+    frame: pd.DataFrame = gpd.GeoDataFrame(
+        {"rule_id": []}, geometry=gpd.GeoSeries([], crs=crs), crs=crs
+    )
+    return frame

@@ -33,12 +33,15 @@ from jinja2 import Template
 
 from multiplan.errors import InputError
 from multiplan.layers import ensure_layers
-from multiplan.mapdata import TILES, Tiles, build_map_data, safe_json
+from multiplan.mapdata import (
+    TILES,
+    Tiles,
+    build_map_data,
+    safe_json,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-
-    import shapely
 
     from multiplan.io import Writer
     from multiplan.labels import Lang
@@ -179,52 +182,6 @@ def build_map(
     )
     m = OneMap()
     _add_tiles(m, tiles)
-    m.add_child(MultiplanLayers(data, title=project.title))
-    return m
-
-
-def build_site_map(
-    project: Project,
-    site: shapely.Geometry,
-    hits: Mapping[str, Any],
-    *,
-    lang: Lang = "zh",
-) -> OneMap:
-    """Build the site's map: the site outlined, and the features it touches."""
-    import geopandas as gpd
-
-    from multiplan.layers import Layer, LayerStats
-    from multiplan.specs import LayerSpec
-
-    shown: dict[str, Layer] = {}
-    for name, frame in hits.items():
-        spec = project.layers[name]
-        shown[name] = Layer(
-            spec=spec,
-            frame=frame,
-            family="polygon",
-            stats=LayerStats(source=spec.source, driver=""),
-        )
-    site_frame = gpd.GeoDataFrame(
-        {"_class": ["site"], "_source_code": [None]}, geometry=[site], crs=project.crs
-    )
-    site_frame.index = pd.Index(["site"], name="id")
-    shown["site"] = Layer(
-        spec=LayerSpec(
-            name="site",
-            path="SITE",
-            title="拟选址" if lang == "zh" else "Proposed site",
-            cls="site",
-        ),
-        frame=site_frame,
-        family="polygon",
-        stats=LayerStats(source="SITE", driver=""),
-    )
-    empty = gpd.GeoDataFrame(
-        {"rule_id": []}, geometry=gpd.GeoSeries([], crs=project.crs), crs=project.crs
-    )
-    data = build_map_data(project, shown, empty, (), lang=lang)
-    m = OneMap()
     m.add_child(MultiplanLayers(data, title=project.title))
     return m
 

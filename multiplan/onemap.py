@@ -43,7 +43,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
+    import folium
+
     from multiplan.io import Writer
+    from multiplan.labels import Lang
     from multiplan.layers import Layers
     from multiplan.specs import FusionSpec, Project
 
@@ -67,18 +70,39 @@ class FuseResult:
     differences: pd.DataFrame | None
     spec: FusionSpec
     notes: Mapping[str, int] = field(default_factory=dict)
+    layers: Layers | None = field(default=None, repr=False)
 
-    def files(self) -> dict[str, Writer]:
-        """Return onemap.gpkg (and differences.gpkg/.csv with compare) as writers."""
+    def explore(self, *, lang: Lang = "zh") -> folium.Map:
+        """Return the one map's page: faces by resolved class and the difference patches."""
+        return build_onemap_map(self, lang=lang)
+
+    def files(self, *, lang: Lang = "zh") -> dict[str, Writer]:
+        """Return onemap.gpkg, onemap.html (and the differences with compare) as writers."""
+        from multiplan.ledger import differences_ledger, workbook_writer
+        from multiplan.maps import map_writer
+
         files: dict[str, Writer] = {
             "onemap.gpkg": gpkg_writer(self.faces, layer="onemap")
         }
         if self.patches is not None and self.differences is not None:
             files["differences.gpkg"] = gpkg_writer(self.patches, layer="differences")
             files["differences.csv"] = csv_writer(self.differences)
+            assert self.spec.compare is not None
+            titles = {n: self.project.layers[n].label for n in self.spec.compare}
+            files["differences.xlsx"] = workbook_writer(
+                differences_ledger(
+                    self.patches,
+                    self.differences,
+                    self.spec.compare,
+                    self.project.taxonomy,
+                    titles=titles,
+                    lang=lang,
+                )
+            )
+        files["onemap.html"] = map_writer(self.explore(lang=lang))
         return files
 
-    def write(self, out: str | Path | OutputFolder) -> list[Path]:
+    def write(self, out: str | Path | OutputFolder, *, lang: Lang = "zh") -> list[Path]:
         """Write the one map's files into ``out`` as one set; return the files.
 
         Raises
@@ -88,7 +112,7 @@ class FuseResult:
         """
         return write_set(
             out,
-            self.files(),
+            self.files(lang=lang),
             command="fuse",
             inputs=input_files(self.project),
         )
@@ -142,8 +166,8 @@ def fuse(
     pieces = None
     if rules:
         pieces, _ = find_pieces(project, rules, lay, workers=workers, progress=progress)
-    progress("noding", 0, 1, "faces")
-    return fuse_layers(project, lay, conflicts=pieces)
+    progress("noding", 0, 1, f"{len(spec.layers)} layers")
+    return fuse_layers(project, lay, conflicts=pieces, progress=progress)
 
 
 CLEARANCE_M = 0.05
@@ -276,7 +300,11 @@ def _cover(faces: Faces, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fuse_layers(
-    project: Project, layers: Layers, *, conflicts: pd.DataFrame | None = None
+    project: Project,
+    layers: Layers,
+    *,
+    conflicts: pd.DataFrame | None = None,
+    progress: Progress = no_progress,
 ) -> FuseResult:
     """Build the one-map faces (and the difference patches with ``compare``) from loaded layers."""
     spec = project.fusion
@@ -293,7 +321,8 @@ def fuse_layers(
     faces, pts = nodes.geoms, nodes.points
     data: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
-    for n in fused:
+    for i, n in enumerate(fused):
+        progress("attributing", i, len(fused), n)
         ids, cls = _cover(nodes, layers[n])
         data[f"{n}_id"] = ids
         data[f"{n}_class"] = cls
@@ -332,6 +361,7 @@ def fuse_layers(
     frame = frame.iloc[order].reset_index(drop=True)
     patches = differences = None
     if spec.compare is not None:
+        progress("patches", 0, 1, "差异图斑")
         patches = difference_patches(frame, spec.compare, project, layers)
         differences = difference_table(patches)
     return FuseResult(
@@ -344,6 +374,7 @@ def fuse_layers(
             "faces": len(faces),
             "faces_attributed_by_area": int(nodes.doubtful.sum()),
         },
+        layers=layers,
     )
 
 
@@ -381,3 +412,119 @@ def _diff_classes(
     out[both & ~c1 & c2] = "03"
     out[both & ~c1 & ~c2] = "04"
     return out
+
+
+def build_onemap_map(result: FuseResult, *, lang: Lang = "zh") -> folium.Map:
+    """Build the one map's page: faces by resolved class (one click away) and the difference patches."""
+    from multiplan.labels import label
+    from multiplan.mapdata import (
+        build_map_data,
+        display_geoms,
+        empty_pieces,
+        encode_polygons,
+    )
+    from multiplan.maps import MultiplanLayers, OneMap
+
+    project = result.project
+    lay = result.layers
+    base = (
+        {n: lay.layer(n) for n in (project.boundary, *project.units) if n and n in lay}
+        if lay is not None
+        else {}
+    )
+
+    def onemap_groups(classes: Any, gcj: bool) -> list[dict[str, Any]]:
+        faces = result.faces
+        groups = []
+        if len(faces):
+            cls = faces["class"].to_numpy(dtype=object)
+            classes.add(cls)
+            key = np.array(["" if c is None else str(c) for c in cls], dtype=object)
+            codes = sorted(set(key.tolist()))
+            geoms = np.asarray(faces.geometry.array, dtype=object)
+            merged = np.array(
+                [shapely.union_all(geoms[key == c]) for c in codes], dtype=object
+            )
+            enc = encode_polygons(display_geoms(merged, project, 1.0, gcj02=gcj))
+            groups.append(
+                {
+                    "name": "faces",
+                    "title": label("faces", lang),
+                    "count": len(faces),
+                    "kind": "faces",
+                    "section": "onemap",
+                    "on": True,
+                    "features": [
+                        [e, [c or None]] for c, e in zip(codes, enc, strict=True) if e
+                    ],
+                }
+            )
+        patches = result.patches
+        if patches is not None and len(patches) and result.spec.compare is not None:
+            first, second = result.spec.compare
+            classes.add(patches[f"{first}_class"])
+            classes.add(patches[f"{second}_class"])
+            enc = encode_polygons(
+                display_geoms(
+                    np.asarray(patches.geometry.array, dtype=object),
+                    project,
+                    0.5,
+                    gcj02=gcj,
+                )
+            )
+            feats = [
+                [
+                    e,
+                    [
+                        r.patch_no,
+                        r.diff_class,
+                        getattr(r, f"{first}_class"),
+                        getattr(r, f"{second}_class"),
+                        r.unit,
+                        round(float(r.area_m2), 2),
+                    ],
+                ]
+                for e, r in zip(enc, patches.itertuples(index=False), strict=True)
+                if e
+            ]
+            groups.append(
+                {
+                    "name": "patches",
+                    "title": label("patches", lang),
+                    "kind": "patches",
+                    "section": "onemap",
+                    "on": True,
+                    "features": feats,
+                }
+            )
+        return groups
+
+    counts = (
+        result.patches["diff_class"].value_counts().to_dict()
+        if result.patches is not None
+        else {}
+    )
+    lines = [f"{label('faces', lang)}: {len(result.faces):,}"]
+    if result.spec.compare is not None:
+        first, second = (project.layers[n].label for n in result.spec.compare)
+        lines.append(f"{label('patches', lang)}: {first} / {second}")
+        lines += [
+            f"{c} {label('diff_' + c, lang)}: {counts.get(c, 0):,}"
+            for c in ("02", "03")
+        ]
+    data = build_map_data(
+        project,
+        base,
+        empty_pieces(project.crs),
+        (),
+        lang=lang,
+        extra_groups=onemap_groups,
+        banner={"text": label("group_onemap", lang), "lines": lines},
+    )
+    if result.spec.compare is not None:
+        data["compare"] = [project.layers[n].label for n in result.spec.compare]
+    m = OneMap()
+    m.add_child(
+        MultiplanLayers(data, title=f"{project.title} · {label('group_onemap', lang)}")
+    )
+    return m

@@ -11,14 +11,14 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import pandas as pd
 
+from multiplan.areas import to_ha, to_mu
 from multiplan.labels import label
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
-
-    import pandas as pd
 
     from multiplan.labels import Lang
     from multiplan.rules import Rule
@@ -45,6 +45,10 @@ class CheckOutcome(Protocol):
     def run(self) -> Mapping[str, Any]: ...  # noqa: D102
     @property
     def yields(self) -> YieldResult | None: ...  # noqa: D102
+    @property
+    def units(self) -> pd.DataFrame | None: ...  # noqa: D102
+    @property
+    def totals(self) -> Mapping[str, float]: ...  # noqa: D102
 
 
 def report_writer(result: CheckOutcome, *, lang: Lang = "zh") -> Callable[[Path], None]:
@@ -104,7 +108,7 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         f"<title>{_e(p.title)} — {L('report')}</title>",
         "<style>body{font-family:'PingFang SC','Microsoft YaHei','Noto Sans CJK SC',sans-serif;margin:24px;color:#222}"
         "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-        "th{background:#f0f0f0}td:first-child{white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums}.high{color:#d7191c;font-weight:600}"
+        "th{background:#f0f0f0}tr.total td{background:#fafafa;border-top:2px solid #888}td:first-child{white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums}.high{color:#d7191c;font-weight:600}"
         ".medium{color:#e67e22}.low{color:#b7950b}h2{margin-top:28px;border-bottom:1px solid #ddd}</style></head><body>",
         f"<h1>{_e(p.title)} — {L('report')}</h1>",
         f"<p>{L('generated')}: {_e(run.get('created'))} · multiplan {_e(run.get('multiplan'))} · "
@@ -117,14 +121,34 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         parts[-1] = parts[-1].replace(
             "</tr>", f"<th>{L('value')} ({L('yuan')})</th></tr>"
         )
+    titles = {r.id: r.label(lang) for r in result.rules}
     for _, r in s.iterrows():
         value = f"<td class='n'>{r['value_yuan']:,.0f}</td>" if has_value else ""
         parts.append(
-            f"<tr><td>{_e(r['rule_id'])}</td><td>{_e(r['title'])}</td><td class='{_e(r['severity'])}'>{L(r['severity'])}</td>"
+            f"<tr><td>{_e(r['rule_id'])}</td><td>{_e(titles.get(r['rule_id'], r['title']))}</td><td class='{_e(r['severity'])}'>{L(r['severity'])}</td>"
             f"<td class='n'>{int(r['pieces']):,}</td><td class='n'>{r['area_m2']:,.2f}</td>"
-            f"<td class='n'>{r['area_mu']:,.2f}</td><td class='n'>{r['area_m2'] / 10000:,.2f}</td>{value}</tr>"
+            f"<td class='n'>{r['area_mu']:,.2f}</td><td class='n'>{to_ha(r['area_m2']):,.2f}</td>{value}</tr>"
         )
+    total = result.totals.get("all", 0.0)
+    value_total = (
+        f"<td class='n'>{float(np.nansum(result.pieces['value_yuan'].to_numpy(dtype=float))):,.0f}</td>"
+        if has_value and len(result.pieces)
+        else ("<td></td>" if has_value else "")
+    )
+    parts.append(
+        f"<tr class='total'><td colspan='3'><b>{L('district_total')}</b></td><td class='n'>{len(result.pieces):,}</td>"
+        f"<td class='n'><b>{total:,.2f}</b></td><td class='n'><b>{to_mu(total):,.2f}</b></td>"
+        f"<td class='n'><b>{to_ha(total):,.2f}</b></td>{value_total}</tr>"
+    )
     parts.append("</table>")
+    parts.append(
+        f"<p>{L('in_conflict')}: <b>{to_mu(total):,.2f} {L('mu')}</b> ({to_ha(total):,.2f} {L('ha')}); "
+        + " · ".join(
+            f"{L(sev)} {to_mu(result.totals.get(sev, 0.0)):,.2f} {L('mu')}"
+            for sev in ("high", "medium", "low")
+        )
+        + f". {L('union_note')}</p>"
+    )
     parts.append(f"<h3>{L('area_by_rule')}</h3>")
     parts.append(
         _bars([(f"{r['rule_id']}", float(r["area_mu"])) for _, r in s.iterrows()])
@@ -156,10 +180,50 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
                 + "</tr>"
             )
         parts.append("</table>")
-        per_unit = bu.groupby("unit")["area_mu"].sum().sort_values(ascending=False)
-        parts.append(f"<h3>{L('area_by_unit')}</h3>")
+    if result.units is not None and len(result.units):
+        u = result.units
         parts.append(
-            _bars([(str(u), float(v)) for u, v in per_unit.items()], colour="#2e75b6")
+            f"<h2>{L('units_table')}</h2><table><tr><th>{L('unit')}</th><th>{L('unit_area_mu')}</th>"
+            f"<th>{L('pieces')}</th><th>{L('in_conflict')} ({L('mu')})</th><th>{L('share')}</th>"
+            f"<th>{L('high')} ({L('mu')})</th><th>{L('medium')} ({L('mu')})</th><th>{L('low')} ({L('mu')})</th></tr>"
+        )
+        no_unit = label("no_unit", "en" if lang == "en" else "zh")
+        for _, r in u.iterrows():
+            unit_mu = (
+                "" if pd.isna(r["unit_area_m2"]) else f"{to_mu(r['unit_area_m2']):,.2f}"
+            )
+            share = "" if pd.isna(r["share"]) else f"{r['share']:.1%}"
+            parts.append(
+                f"<tr><td>{_e(r['unit'] if r['unit'] is not None else no_unit)}</td><td class='n'>{unit_mu}</td>"
+                f"<td class='n'>{int(r['pieces']):,}</td><td class='n'>{r['area_mu']:,.2f}</td><td class='n'>{share}</td>"
+                + "".join(
+                    f"<td class='n'>{r[f'{sev}_m2'] * 15 / 10000:,.2f}</td>"
+                    for sev in ("high", "medium", "low")
+                )
+                + "</tr>"
+            )
+        parts.append(
+            f"<tr class='total'><td><b>{L('district_total')}</b></td><td></td><td class='n'>{len(result.pieces):,}</td>"
+            f"<td class='n'><b>{to_mu(total):,.2f}</b></td><td></td>"
+            + "".join(
+                f"<td class='n'>{to_mu(result.totals.get(sev, 0.0)):,.2f}</td>"
+                for sev in ("high", "medium", "low")
+            )
+            + "</tr></table>"
+        )
+        parts.append(f"<h3>{L('area_by_unit')}</h3>")
+        ordered = u.sort_values("area_mu", ascending=False, kind="stable")
+        parts.append(
+            _bars(
+                [
+                    (
+                        str(r["unit"] if r["unit"] is not None else no_unit),
+                        float(r["area_mu"]),
+                    )
+                    for _, r in ordered.iterrows()
+                ],
+                colour="#2e75b6",
+            )
         )
     if result.yields is not None:
         parts.append(_yield_section(result.yields, L))
@@ -214,7 +278,9 @@ def _yield_section(y: Any, L: Callable[[str], str]) -> str:
         f"{g}: {int((grades == g).sum()):,}" for g in ("A", "B", "C", "D")
     )
     parts.append(
-        f"<p>{L('parcels')}: {len(y.parcels):,} · {L('grade')} {_e(counts)}</p>"
+        f"<p>{L('parcels')}: {len(y.parcels):,} · {L('grade')} {_e(counts)} · "
+        f"{L('not_graded')}: {y.notes.get('exempt', 0):,} {L('exempt')}, "
+        f"{y.notes.get('ungraded', 0):,} {L('no_figures')}</p>"
     )
     for title_key, table in (("park", y.by_park), ("unit", y.by_unit)):
         if table is None or not len(table):

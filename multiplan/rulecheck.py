@@ -81,6 +81,8 @@ class CheckResult:
     run: Mapping[str, Any]
     layers: Layers = field(repr=False)
     yields: YieldResult | None = field(default=None, repr=False)
+    totals: Mapping[str, float] = field(default_factory=dict)
+    """District totals in m², areas of unions: ``all`` and per severity."""
 
     def worst_severity(self) -> str | None:
         """Return the highest severity that has at least one piece, or ``None``."""
@@ -113,15 +115,32 @@ class CheckResult:
     ) -> dict[str, Writer]:
         """Return the output set of SPEC §6 as file name → writer, without writing it."""
         from multiplan.io import csv_writer, gpkg_writer, json_writer
+        from multiplan.ledger import check_ledger, workbook_writer
         from multiplan.maps import map_writer
         from multiplan.report import report_writer
+        from multiplan.styles import CONFLICT_STYLE
 
         files: dict[str, Writer] = {
-            "conflicts.gpkg": gpkg_writer(self.pieces, layer="conflicts"),
+            "conflicts.gpkg": gpkg_writer(
+                self.pieces, layer="conflicts", style=CONFLICT_STYLE
+            ),
             "summary.csv": csv_writer(self.summary),
         }
         if self.by_unit is not None:
             files["by_unit.csv"] = csv_writer(self.by_unit)
+        if self.units is not None:
+            files["units.csv"] = csv_writer(self.units)
+        files["ledger.xlsx"] = workbook_writer(
+            check_ledger(
+                rules=self.rules,
+                pieces=self.pieces,
+                summary=self.summary,
+                units=self.units,
+                totals=self.totals,
+                taxonomy=self.project.taxonomy,
+                lang=lang,
+            )
+        )
         if self.yields is not None:
             files.update(self.yields.files())
         if with_map:
@@ -263,6 +282,7 @@ def check(
         run=run,
         layers=lay,
         yields=yields,
+        totals=sums.totals,
     )
 
 

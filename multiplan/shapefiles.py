@@ -15,6 +15,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -136,15 +138,22 @@ def dbf_text(shp: Path, *, limit: int = 200_000) -> dict[str, list[tuple[int, by
             fields.append((raw_name.decode("latin-1"), start, width))
         start += width
         pos += 32
-    for row in range(min(n_records, limit)):
-        base = header_len + row * record_len
-        record = data[base : base + record_len]
-        if len(record) < record_len or record[:1] == b"*":
-            continue
-        for name, begin, width in fields:
-            value = record[begin : begin + width].rstrip(b" \x00")
-            if value and any(b > 127 for b in value):
-                out.setdefault(name, []).append((row, value))
+    n = min(n_records, limit, max(0, (len(data) - header_len) // max(record_len, 1)))
+    if not n or not fields:
+        return out
+    records = np.frombuffer(
+        data, dtype=np.uint8, count=n * record_len, offset=header_len
+    )
+    records = records.reshape(n, record_len)
+    live = records[:, 0] != ord("*")
+    for name, begin, width in fields:
+        block = records[:, begin : begin + width]
+        rows = np.flatnonzero(
+            live & (block >= 128).any(axis=1)
+        )  # only text that is not ASCII
+        for row in rows.tolist():
+            value = block[row].tobytes().rstrip(b" \x00")
+            out.setdefault(name, []).append((row, value))
     return out
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import shapely
 
 from multiplan.areas import area_m2, to_mu, union_area
-from multiplan.io import csv_writer
+from multiplan.classify import TAG_RE
+from multiplan.io import csv_writer, json_writer
 from multiplan.layers import CLASS_COL, LayerInput, ensure_layers
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.record import input_files
@@ -45,6 +46,8 @@ class SiteResult:
 
     project: Project
     site: shapely.Geometry
+    site_area_m2: float
+    ids: Mapping[tuple[str, str | None], list[str]]
     source: SiteInput
     table: pd.DataFrame
     forbidden: pd.DataFrame
@@ -60,18 +63,40 @@ class SiteResult:
         """Return ``"fail"`` when the site touches what ``[site] forbid`` lists, else ``"pass"``."""
         return "fail" if self.fails else "pass"
 
-    def explore(self, *, lang: Lang = "zh") -> folium.Map:
-        """Return a small map centred on the site with what it touches."""
-        from multiplan.maps import build_site_map
+    def record(self) -> dict[str, Any]:
+        """Return what ``site.json`` holds: the verdict and every hit, for scripts."""
+        return {
+            "verdict": self.verdict,
+            "site_area_m2": round(self.site_area_m2, 2),
+            "site_area_mu": round(to_mu(self.site_area_m2), 4),
+            "source": self.source.source,
+            "crs": self.source.crs,
+            "parcels": list(self.source.parcels),
+            "notes": list(self.source.notes),
+            "hits": [
+                {
+                    "layer": r["layer"],
+                    "class": r["class"],
+                    "ids": self.ids.get((r["layer"], r["class"]), []),
+                    "area_m2": round(float(r["area_m2"]), 2),
+                    "area_mu": round(float(r["area_mu"]), 4),
+                    "forbidden": bool(r["forbidden"]),
+                }
+                for _, r in self.table.iterrows()
+            ],
+        }
 
-        return build_site_map(self.project, self.site, self.hits, lang=lang)
+    def explore(self, *, lang: Lang = "zh") -> folium.Map:
+        """Return a map centred on the site: outlined, with the verdict and what it touches."""
+        return build_site_map(self, lang=lang)
 
     def files(self, *, lang: Lang = "zh") -> dict[str, Writer]:
-        """Return site.csv and site.html as writers."""
+        """Return site.csv, site.json and site.html as writers."""
         from multiplan.maps import map_writer
 
         return {
             "site.csv": csv_writer(self.table),
+            "site.json": json_writer(self.record()),
             "site.html": map_writer(self.explore(lang=lang)),
         }
 
@@ -139,7 +164,8 @@ def screen_site(
         and n != project.boundary
         and n not in project.units
     ]
-    return screen(project, found, ensure_layers(project, names, layers))
+    near = tuple(float(v) for v in shapely.bounds(found.geometry))
+    return screen(project, found, ensure_layers(project, names, layers, near=near))  # type: ignore[arg-type]
 
 
 def screen(project: Project, found: SiteInput, layers: Layers) -> SiteResult:
@@ -153,6 +179,7 @@ def screen(project: Project, found: SiteInput, layers: Layers) -> SiteResult:
     forbid = project.site.forbid
     taxonomy = project.taxonomy
     flagged = []
+    ids: dict[tuple[str, str | None], list[str]] = {}
     for name in layers:
         layer = layers.layer(name)
         frame = layer.frame
@@ -199,6 +226,7 @@ def screen(project: Project, found: SiteInput, layers: Layers) -> SiteResult:
                 "share": shared / site_area if site_area else 0.0,
             }
             rows.append(row)
+            ids[(name, cls or None)] = sorted(str(i) for i in sub.index[sel])
             forbidden = name in forbid or (
                 cls
                 and (
@@ -214,11 +242,89 @@ def screen(project: Project, found: SiteInput, layers: Layers) -> SiteResult:
     table = pd.DataFrame(rows, columns=list(SITE_COLUMNS))
     for c in ("layer", "class"):
         table[c] = pd.Series([r[c] for r in rows], dtype=object)
+    flagged_keys = {(r["layer"], r["class"]) for r in flagged}
+    table["forbidden"] = pd.Series(
+        [(r["layer"], r["class"]) in flagged_keys for r in rows], dtype=bool
+    )
     return SiteResult(
         project=project,
         site=site,
+        site_area_m2=site_area,
+        ids=ids,
         source=found,
         table=table,
         forbidden=pd.DataFrame(flagged, columns=list(SITE_COLUMNS)),
         hits=hits,
     )
+
+
+def build_site_map(result: SiteResult, *, lang: Lang = "zh") -> folium.Map:
+    """Build the site's map: centred on the site, outlined, with the verdict and what it touches."""
+    from multiplan.labels import label
+    from multiplan.layers import Layer, LayerStats
+    from multiplan.mapdata import (
+        build_map_data,
+        display_geoms,
+        empty_pieces,
+        encode_polygons,
+    )
+    from multiplan.maps import MultiplanLayers, OneMap
+
+    project = result.project
+    shown = {
+        name: Layer(
+            spec=project.layers[name],
+            frame=frame,
+            family="point" if (frame.geom_type == "Point").all() else "polygon",
+            stats=LayerStats(source=project.layers[name].source, driver=""),
+        )
+        for name, frame in result.hits.items()
+    }
+    lines = []
+    for _, r in result.table.iterrows():
+        ids = result.ids.get((r["layer"], r["class"]), [])
+        shown_ids = ", ".join(ids[:4]) + (
+            f" … (+{len(ids) - 4})" if len(ids) > 4 else ""
+        )
+        flag = f" ⚠ {label('forbidden', lang)}" if r["forbidden"] else ""
+        cls = (
+            f" {r['class']}" if r["class"] and not TAG_RE.match(str(r["class"])) else ""
+        )
+        lines.append(
+            f"{project.layers[r['layer']].label}{cls}: {shown_ids} · {r['area_mu']:,.2f} {label('mu', lang)}{flag}"
+        )
+    verdict = label("verdict_fail" if result.fails else "verdict_pass", lang)
+    area = f"{label('site_area', lang)} {to_mu(result.site_area_m2):,.2f} {label('mu', lang)}"
+    banner = {"text": verdict, "tone": result.verdict, "lines": [area, *lines]}
+
+    def site_group(classes: Any, gcj: bool) -> list[dict[str, Any]]:
+        enc = encode_polygons(
+            display_geoms(np.array([result.site], dtype=object), project, 0, gcj02=gcj)
+        )
+        return [
+            {
+                "name": "site",
+                "title": label("site", lang),
+                "kind": "site",
+                "section": "site",
+                "on": True,
+                "features": [[enc[0], ["site", round(result.site_area_m2, 2)]]],
+            }
+        ]
+
+    data = build_map_data(
+        project,
+        shown,
+        empty_pieces(project.crs),
+        (),
+        lang=lang,
+        extra_groups=site_group,
+        focus=result.site,
+        banner=banner,
+    )
+    for g in data["groups"]:
+        if g["kind"] != "site":
+            g["on"] = True
+    m = OneMap()
+    m.add_child(MultiplanLayers(data, title=f"{project.title} · {label('site', lang)}"))
+    return m

@@ -73,6 +73,8 @@ class YieldResult:
             *[i.id for i in self.spec.indicators],
             "score",
             "grade",
+            "exempt",
+            "reason",
         ]
         table = pd.DataFrame({c: p[c] if c in p.columns else None for c in cols})
         public = [*public_fields(p), p.geometry.name]
@@ -233,6 +235,7 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
                 )
             parcels["park"] = attrs[spec.park_field].astype(object).to_numpy()
         counts: dict[str, dict[str, int]] = {}
+        why_missing = np.full(len(parcels), None, dtype=object)
         for i, ind in enumerate(spec.indicators):
             num = _field(
                 attrs, ind.numerator, project, f"yield.indicators[{i}].numerator"
@@ -261,6 +264,13 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
                 "missing_numerator": int(bad_num.sum()),
                 "zero_or_missing_denominator": int(bad_den.sum()),
             }
+            den_name = ind.denominator or "area"
+            for mask, text in (
+                (bad_num, f"no {ind.numerator}"),
+                (bad_den & ~bad_num, f"no or zero {den_name}"),
+            ):
+                fresh = mask & np.array([w is None for w in why_missing], dtype=bool)
+                why_missing[fresh] = f"{ind.id}: {text}"
         notes["indicators"] = counts
         exempt = np.isin(
             parcels["id"].to_numpy(dtype=object),
@@ -285,6 +295,15 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
             _grades(parcels, spec, exempt), dtype=object, index=parcels.index
         )
         parcels["unit"] = pd.Series(units, dtype=object, index=parcels.index)
+        reason = np.full(len(parcels), None, dtype=object)
+        reason[exempt] = "exempt"
+        ungraded = ~exempt & np.array([g is None for g in parcels["grade"]], dtype=bool)
+        if spec.grading is not None:
+            reason[ungraded] = [
+                w or f"no {spec.grading.by}" for w in why_missing[ungraded]
+            ]
+        parcels["reason"] = pd.Series(reason, dtype=object, index=parcels.index)
+        notes["ungraded"] = int(ungraded.sum()) if spec.grading is not None else 0
     by_unit = aggregate(parcels, spec, "unit")
     by_park = aggregate(parcels, spec, "park") if "park" in parcels.columns else None
     scenarios = compute_scenarios(spec.scenarios, project, layers)

@@ -221,10 +221,12 @@ def test_output_files_and_types(make):
         ".multiplan",
         "by_unit.csv",
         "conflicts.gpkg",
+        "ledger.xlsx",
         "map.html",
         "report.html",
         "run.json",
         "summary.csv",
+        "units.csv",
     ]
     info = pyogrio.read_info(out / "conflicts.gpkg", layer="conflicts")
     assert list(info["fields"]) == list(CONFLICT_COLUMNS)
@@ -429,7 +431,7 @@ def test_no_rules_writes_empty_outputs(make, tmp_path):
     result = run_check(project)
     assert len(result.pieces) == 0
     assert result.summary.empty
-    assert len(gpd.read_file(project.out / "conflicts.gpkg")) == 0
+    assert len(gpd.read_file(project.out / "conflicts.gpkg", layer="conflicts")) == 0
     assert list(
         pd.read_csv(project.out / "summary.csv", encoding="utf-8-sig").columns
     ) == ["rule_id", "title", "severity", "pieces", "area_m2", "area_mu"]

@@ -7,8 +7,12 @@ from multiplan import crs as C
 
 
 def test_mu_is_exact():
-    assert C.m2_to_mu(10000 / 15) == pytest.approx(1.0, abs=1e-15)
-    assert C.m2_to_mu(1_000_000) == 1500.0  # 1 km² = 1500 亩
+    from multiplan.areas import M2_PER_MU, to_ha, to_mu
+
+    assert to_mu(10000 / 15) == pytest.approx(1.0, abs=1e-15)
+    assert to_mu(1_000_000.0) == 1500.0  # 1 km² = 1500 亩
+    assert to_mu(M2_PER_MU) == pytest.approx(1.0, abs=1e-15)
+    assert to_ha(15 * M2_PER_MU) == pytest.approx(1.0)  # 1 公顷 = 15 亩
 
 
 @pytest.mark.parametrize("code", ["EPSG:4549", "EPSG:4528", "EPSG:3857", "EPSG:32650"])

@@ -196,8 +196,10 @@ def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
     files = result.write(tmp_path)
     assert {f.name for f in files} == {
         "onemap.gpkg",
+        "onemap.html",
         "differences.gpkg",
         "differences.csv",
+        "differences.xlsx",
     }
     faces = result.faces
     g = np.asarray(faces.geometry.array, dtype=object)
@@ -267,7 +269,8 @@ def test_fuse_command(tmp_path):
     r = CliRunner().invoke(main, ["fuse", str(DEMO), "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "faces" in r.output
-    assert "difference patches: 02" in r.output
+    assert "02 仅第一规划为建设用地, construction only in" in r.output
+    assert "03 仅第二规划为建设用地" in r.output
 
 
 def test_build_faces_without_polygons():

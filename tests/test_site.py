@@ -50,6 +50,7 @@ def test_site_inside_the_red_line_exits_1_and_names_the_zone(tmp_path):
         "area_m2",
         "area_mu",
         "share",
+        "forbidden",
     ]
     eco = table[table["layer"] == "eco_redline"].iloc[0]
     assert eco["area_m2"] == pytest.approx(40_000.0)

@@ -203,7 +203,9 @@ def test_an_empty_ring_is_cleaned_and_counted_not_a_crash(write_manifest, tmp_pa
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    pieces = gpd.read_file(tmp_path / "outputs" / "test" / "conflicts.gpkg")
+    pieces = gpd.read_file(
+        tmp_path / "outputs" / "test" / "conflicts.gpkg", layer="conflicts"
+    )
     assert sorted(pieces["a_id"]) == ["p1", "p2"]
     assert pieces["area_m2"].tolist() == pytest.approx([2500.0, 2500.0])
 

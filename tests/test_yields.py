@@ -405,7 +405,13 @@ def test_yield_command(tmp_path):
     } <= {p.name for p in tmp_path.iterdir()}
     table = pd.read_csv(tmp_path / "yield.csv", encoding="utf-8-sig")
     assert list(table.columns[:4]) == ["id", "unit", "area_m2", "area_mu"]
-    assert list(table.columns[-2:]) == ["score", "grade"]
+    assert list(table.columns[-4:]) == ["score", "grade", "exempt", "reason"]
+    assert (table["reason"] == "exempt").sum() == 177  # founded 2024 or later
+    assert (
+        table["reason"].str.startswith("score").sum()
+        + table["reason"].str.contains(":").sum()
+        >= 46
+    )
     assert set(table["grade"].dropna()) == {"A", "B", "C", "D"}
     scen = pd.read_csv(tmp_path / "scenarios.csv", encoding="utf-8-sig")
     assert scen.loc[0, "gross_yuan"] == 1_680_000_000

@@ -118,13 +118,15 @@ def check_cmd(
 
 def closing_table(result: CheckResult, *, lang: str = "zh") -> str:
     """Return the closing table for the terminal: rules with pieces, 亩 and hectares."""
+    from multiplan.areas import to_ha
+
     s = result.summary
     lines = [f"{'rule':<10} {'severity':<8} {'pieces':>7} {'亩':>13} {'ha':>11}  title"]
     labels = {r.id: r.label(lang) for r in result.rules}
     for _, r in s.iterrows():
         lines.append(
             f"{r['rule_id']:<10} {r['severity']:<8} {int(r['pieces']):>7,} {r['area_mu']:>13,.2f} "
-            f"{r['area_m2'] / 10000:>11,.2f}  {labels[r['rule_id']]}"
+            f"{to_ha(r['area_m2']):>11,.2f}  {labels[r['rule_id']]}"
         )
     lines.append(f"{len(s)} rules, {len(result.pieces):,} pieces")
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ from multiplan.cli.options import (
     common_options,
     echo,
     force_option,
+    lang_option,
     out_option,
     output_folder,
     project_argument,
@@ -27,10 +28,11 @@ if TYPE_CHECKING:
 @project_argument
 @out_option()
 @workers_option("Threads for the conflict check.")
+@lang_option("Language of the map and the ledger.")
 @force_option
 @common_options
 def fuse_cmd(
-    project_path: Path, out: Path | None, workers: int | None, force: bool
+    project_path: Path, out: Path | None, workers: int | None, lang: str, force: bool
 ) -> None:
     """Build the one map (一张图): onemap.gpkg, and the two-plan differences.
 
@@ -39,7 +41,8 @@ def fuse_cmd(
     resolved class and source by [fusion] priority, and the rules whose
     conflicts cover it. With [fusion] compare = [first, second] also
     differences.gpkg (numbered difference patches, 差异图斑, with empty ledger
-    columns for sign-off) and differences.csv (area by class and unit).
+    columns for sign-off), differences.csv (area by class and unit) and
+    differences.xlsx (the 差异图斑台账), and onemap.html, a map of it all.
 
     \b
     Example:
@@ -53,14 +56,22 @@ def fuse_cmd(
         stage_progress() as progress,
     ):
         result = fuse(project, workers=workers, progress=progress)
-        files = result.write(folder)
+        progress("writing", 0, 1, str(folder.path))
+        files = result.write(folder, lang=lang)  # type: ignore[arg-type]
     by_area = result.notes.get("faces_attributed_by_area", 0)
     echo(
         f"{len(result.faces):,} faces ({by_area:,} narrow ones attributed by area, not by an interior point)"
     )
-    if result.patches is not None:
+    if result.patches is not None and result.spec.compare is not None:
+        from multiplan.labels import label
+
+        first, second = (project.layers[n].label for n in result.spec.compare)
         counts = result.patches["diff_class"].value_counts().to_dict()
-        echo(
-            f"difference patches: 02 {counts.get('02', 0):,}, 03 {counts.get('03', 0):,}"
-        )
+        areas = result.patches.groupby("diff_class")["area_mu"].sum().to_dict()
+        echo(f"difference patches (两规差异), {first} against {second}:")
+        for cls, plan in (("02", first), ("03", second)):
+            echo(
+                f"  {cls} {label('diff_' + cls, lang)}, construction only in {plan}: "  # type: ignore[arg-type]
+                f"{counts.get(cls, 0):,} patches, {areas.get(cls, 0.0):,.2f} 亩"
+            )
     wrote(files)

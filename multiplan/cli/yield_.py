@@ -48,7 +48,10 @@ def yield_cmd(project_path: Path, out: Path | None, force: bool) -> None:
     p = result.parcels
     grades = p["grade"].value_counts().to_dict() if len(p) else {}
     summary = ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "D"))
-    echo(f"{len(p):,} parcels; grades {summary}")
+    echo(
+        f"{len(p):,} parcels; grades {summary}; not graded: "
+        f"{result.notes.get('exempt', 0):,} exempt, {result.notes.get('ungraded', 0):,} without the figures (see reason in yield.csv)"
+    )
     for _, s in result.scenarios.iterrows():
         echo(
             f"scenario {s['id']}: gross {s['gross_yuan']:,.0f} 元, net {s['net_yuan']:,.0f} 元"

@@ -1,0 +1,413 @@
+"""The Excel ledgers (台账) a 多规合一 office keeps: ``ledger.xlsx`` and ``differences.xlsx``.
+
+Written with XlsxWriter: Chinese headers (English with ``lang="en"``), figures as
+numbers shown with two decimals, the header row frozen, an autofilter, class names
+beside codes, and totals rows that are areas of unions (read from the summary
+tables, never summed here). Every text cell is written as a string, so that a cell
+starting with ``=`` stays text, and the file's timestamp is fixed, so that the same
+figures give the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from multiplan.areas import to_mu
+from multiplan.labels import label
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
+
+    import pandas as pd
+
+    from multiplan.classify import Taxonomy
+    from multiplan.labels import Lang
+    from multiplan.rules import Rule
+
+logger = logging.getLogger(__name__)
+
+FIXED_TIME = dt.datetime(2000, 1, 1)
+"""The creation time written into every workbook, so that the same figures give the same bytes."""
+Column = tuple[str, str]
+"""A ledger column: (header label key, kind) with kind ``text``, ``m2``, ``mu``, ``share``, ``yuan`` or ``int``."""
+
+
+class Sheet:
+    """One worksheet of a ledger: a header row, rows of values, and total rows."""
+
+    def __init__(self, name: str, columns: Sequence[tuple[str, str]]) -> None:
+        self.name = _sheet_name(name)
+        self.columns = list(columns)  # (header text, kind)
+        self.rows: list[list[Any]] = []
+        self.totals: list[list[Any]] = []
+
+
+def _sheet_name(name: str) -> str:
+    r"""Return a valid Excel sheet name: no ``[]:*?/\\``, at most 31 characters."""
+    return re.sub(r"[\[\]:*?/\\]", "_", name)[:31] or "sheet"
+
+
+def write_workbook(path: Path, sheets: Sequence[Sheet]) -> None:
+    """Write sheets to an .xlsx file at ``path``."""
+    import xlsxwriter
+
+    book = xlsxwriter.Workbook(
+        str(path),
+        {
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            "strings_to_numbers": False,
+        },
+    )
+    book.set_properties({"created": FIXED_TIME, "author": "multiplan"})
+    head = book.add_format(
+        {
+            "bold": True,
+            "bg_color": "#EDEDED",
+            "border": 1,
+            "text_wrap": True,
+            "valign": "top",
+        }
+    )
+    fmt = {
+        "m2": book.add_format({"num_format": "#,##0.00"}),
+        "mu": book.add_format({"num_format": "#,##0.00"}),
+        "yuan": book.add_format({"num_format": "#,##0.00"}),
+        "share": book.add_format({"num_format": "0.00%"}),
+        "int": book.add_format({"num_format": "#,##0"}),
+        "text": None,
+    }
+    bold = {
+        k: book.add_format(
+            {"bold": True, **({"num_format": v.num_format} if v else {})}
+        )
+        for k, v in fmt.items()
+    }
+    used: set[str] = set()
+    for sheet in sheets:
+        name = sheet.name
+        n = 2
+        while name in used:
+            name = _sheet_name(f"{sheet.name[:28]}_{n}")
+            n += 1
+        used.add(name)
+        ws = book.add_worksheet(name)
+        for c, (title, kind) in enumerate(sheet.columns):
+            ws.write_string(0, c, title, head)
+            width = max(
+                len(title.encode("gbk", "replace")) + 2, 12 if kind != "text" else 10
+            )
+            ws.set_column(c, c, min(width, 40), fmt[kind])
+        r = 1
+        for row in sheet.rows:
+            _write_row(ws, r, row, sheet.columns, fmt)
+            r += 1
+        last = r - 1
+        for row in sheet.totals:
+            _write_row(ws, r, row, sheet.columns, bold)
+            r += 1
+        ws.freeze_panes(1, 0)
+        ws.autofilter(0, 0, max(last, 0), max(len(sheet.columns) - 1, 0))
+    book.close()
+
+
+def _write_row(
+    ws: Any,
+    r: int,
+    row: Sequence[Any],
+    columns: Sequence[tuple[str, str]],
+    fmt: Mapping[str, Any],
+) -> None:
+    for c, ((_, kind), value) in enumerate(zip(columns, row, strict=True)):
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            ws.write_blank(r, c, None, fmt[kind])
+        elif kind == "text":
+            ws.write_string(r, c, str(value), fmt[kind])
+        else:
+            ws.write_number(r, c, float(value), fmt[kind])
+
+
+def workbook_writer(sheets: Sequence[Sheet]) -> Callable[[Path], None]:
+    """Return a writer of a workbook (for an output set)."""
+
+    def write(path: Path) -> None:
+        write_workbook(path, sheets)
+
+    return write
+
+
+def _name(taxonomy: Taxonomy, code: object) -> str | None:
+    return taxonomy.name(code) if isinstance(code, str) else None
+
+
+def check_ledger(
+    *,
+    rules: Sequence[Rule],
+    pieces: pd.DataFrame,
+    summary: pd.DataFrame,
+    units: pd.DataFrame | None,
+    totals: Mapping[str, float],
+    taxonomy: Taxonomy,
+    lang: Lang = "zh",
+) -> list[Sheet]:
+    """Return the sheets of ``ledger.xlsx``: 汇总 (per rule, then the district total), 镇街, one per rule.
+
+    The total rows are unions of pieces (``totals``, ``units``), never sums.
+    """
+
+    def L(key: str) -> str:
+        return label(key, lang)
+
+    has_value = "value_yuan" in summary.columns
+    cols = [
+        (L("rule_id"), "text"),
+        (L("rule_title"), "text"),
+        (L("severity"), "text"),
+        (L("pieces"), "int"),
+        (L("area_m2_h"), "m2"),
+        (L("area_mu_h"), "mu"),
+    ]
+    if has_value:
+        cols.append((L("value_yuan"), "yuan"))
+    head = Sheet(L("sheet_summary"), cols)
+    titles = {r.id: r.label(lang) for r in rules}
+    for _, r in summary.iterrows():
+        row = [
+            r["rule_id"],
+            titles.get(r["rule_id"], r["title"]),
+            L(str(r["severity"])),
+            r["pieces"],
+            r["area_m2"],
+            r["area_mu"],
+        ]
+        if has_value:
+            row.append(r["value_yuan"])
+        head.rows.append(row)
+    total = totals.get("all", 0.0)
+    row = [L("district_total"), None, None, len(pieces), total, to_mu(total)]
+    if has_value:
+        row.append(
+            float(np.nansum(pieces["value_yuan"].to_numpy(dtype=float)))
+            if len(pieces)
+            else 0.0
+        )
+    head.totals.append(row)
+    for sev in ("high", "medium", "low"):
+        if totals.get(sev):
+            n = int((pieces["severity"] == sev).sum())
+            head.totals.append(
+                [
+                    f"{L('total_union')} · {L(sev)}",
+                    None,
+                    L(sev),
+                    n,
+                    totals[sev],
+                    to_mu(totals[sev]),
+                    *([None] if has_value else []),
+                ]
+            )
+    sheets = [head]
+    if units is not None:
+        u = Sheet(
+            L("sheet_units"),
+            [
+                (L("unit"), "text"),
+                (L("unit_area"), "m2"),
+                (L("pieces"), "int"),
+                (L("conflict_m2"), "m2"),
+                (L("conflict_mu"), "mu"),
+                (L("share"), "share"),
+                (L("high_m2"), "m2"),
+                (L("medium_m2"), "m2"),
+                (L("low_m2"), "m2"),
+            ],
+        )
+        for _, r in units.iterrows():
+            u.rows.append(
+                [
+                    r["unit"] if r["unit"] is not None else L("no_unit"),
+                    r["unit_area_m2"],
+                    r["pieces"],
+                    r["area_m2"],
+                    r["area_mu"],
+                    r["share"],
+                    r["high_m2"],
+                    r["medium_m2"],
+                    r["low_m2"],
+                ]
+            )
+        u.totals.append(
+            [
+                L("district_total"),
+                None,
+                len(pieces),
+                total,
+                to_mu(total),
+                None,
+                totals.get("high", 0.0),
+                totals.get("medium", 0.0),
+                totals.get("low", 0.0),
+            ]
+        )
+        sheets.append(u)
+    area_of = dict(zip(summary["rule_id"], summary["area_m2"], strict=True))
+    value_of = (
+        dict(zip(summary["rule_id"], summary["value_yuan"], strict=True))
+        if has_value
+        else {}
+    )
+    for rule in rules:
+        mine = pieces[pieces["rule_id"] == rule.id] if len(pieces) else pieces
+        cols = [
+            (L("a_layer"), "text"),
+            (L("a_id"), "text"),
+            (L("a_class"), "text"),
+            (L("a_name"), "text"),
+            (L("b_layer"), "text"),
+            (L("b_id"), "text"),
+            (L("b_class"), "text"),
+            (L("b_name"), "text"),
+            (L("unit"), "text"),
+            (L("area_m2_h"), "m2"),
+            (L("area_mu_h"), "mu"),
+        ]
+        if has_value:
+            cols.append((L("value_yuan"), "yuan"))
+        s = Sheet(rule.id, cols)
+        for t in mine.itertuples(index=False):
+            row = [
+                t.a_layer,
+                t.a_id,
+                t.a_class,
+                _name(taxonomy, t.a_class),
+                t.b_layer,
+                t.b_id,
+                t.b_class,
+                _name(taxonomy, t.b_class),
+                t.unit,
+                t.area_m2,
+                t.area_mu,
+            ]
+            if has_value:
+                row.append(t.value_yuan)
+            s.rows.append(row)
+        area = float(area_of.get(rule.id, 0.0))
+        row = [
+            L("total_union"),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            area,
+            to_mu(area),
+        ]
+        if has_value:
+            row.append(float(value_of.get(rule.id, 0.0)))
+        s.totals.append(row)
+        sheets.append(s)
+    return sheets
+
+
+def differences_ledger(
+    patches: pd.DataFrame,
+    differences: pd.DataFrame,
+    compare: tuple[str, str],
+    taxonomy: Taxonomy,
+    *,
+    titles: Mapping[str, str],
+    lang: Lang = "zh",
+) -> list[Sheet]:
+    """Return the sheets of ``differences.xlsx``: the 差异图斑台账 and the areas by class and unit.
+
+    One row per patch with its number, unit, both plans' classes and names, area in
+    m² and 亩, and the empty sign-off columns 调整方向, 处理意见, 状态. Patches never
+    overlap, so the total row (their union) is their sum.
+    """
+
+    def L(key: str) -> str:
+        return label(key, lang)
+
+    first, second = compare
+    t1, t2 = titles.get(first, first), titles.get(second, second)
+    cols = [
+        (L("patch_no"), "text"),
+        (L("diff_class"), "text"),
+        (L("unit"), "text"),
+        (f"{t1} {L('class_code')}", "text"),
+        (f"{t1} {L('class_name')}", "text"),
+        (f"{t2} {L('class_code')}", "text"),
+        (f"{t2} {L('class_name')}", "text"),
+        (L("area_m2_h"), "m2"),
+        (L("area_mu_h"), "mu"),
+        (L("adjust_plan"), "text"),
+        (L("opinion"), "text"),
+        (L("status"), "text"),
+    ]
+    sheet = Sheet(L("sheet_patches"), cols)
+    for r in patches.itertuples(index=False):
+        c1, c2 = getattr(r, f"{first}_class"), getattr(r, f"{second}_class")
+        sheet.rows.append(
+            [
+                r.patch_no,
+                f"{r.diff_class} {L('diff_' + str(r.diff_class))}",
+                r.unit,
+                c1,
+                _name(taxonomy, c1),
+                c2,
+                _name(taxonomy, c2),
+                r.area_m2,
+                r.area_mu,
+                r.adjust_plan,
+                r.opinion,
+                r.status,
+            ]
+        )
+    area = float(patches["area_m2"].sum()) if len(patches) else 0.0
+    sheet.totals.append(
+        [
+            L("total"),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            area,
+            to_mu(area),
+            None,
+            None,
+            None,
+        ]
+    )
+    summary = Sheet(
+        L("sheet_by_class"),
+        [
+            (L("diff_class"), "text"),
+            (L("unit"), "text"),
+            (L("patches"), "int"),
+            (L("area_m2_h"), "m2"),
+            (L("area_mu_h"), "mu"),
+        ],
+    )
+    for r in differences.itertuples(index=False):
+        summary.rows.append(
+            [
+                f"{r.diff_class} {L('diff_' + str(r.diff_class))}",
+                r.unit,
+                r.patches,
+                r.area_m2,
+                r.area_mu,
+            ]
+        )
+    summary.totals.append([L("total"), None, len(patches), area, to_mu(area)])
+    return [sheet, summary]
