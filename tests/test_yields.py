@@ -10,7 +10,7 @@ import rasterio
 import shapely
 from affine import Affine
 from click.testing import CliRunner
-from helpers import DEMO, X0, Y0, toml_dumps
+from helpers import DEMO, X0, Y0, pixel_weighted_means, toml_dumps
 
 import multiplan
 from multiplan.cli import main
@@ -333,6 +333,10 @@ def test_demo_values_agree_with_exactextract(tmp_path):
     assert np.allclose(
         ours, ref["mean"].to_numpy(dtype=float), rtol=1e-6, atol=0, equal_nan=True
     )
+    # and against an independent method: exact weights pixel by pixel
+    raster = result.layers.layer("landvalue").raster
+    second = pixel_weighted_means(np.asarray(sample.geometry.array), raster, None)
+    assert np.allclose(ours, second, rtol=1e-6, atol=0, equal_nan=True)
 
 
 def test_value_from_a_revenue_table(tmp_path):
