@@ -18,7 +18,7 @@ import shapely
 from multiplan.crs import ellipsoidal_area
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Sequence
+    from collections.abc import Callable, Hashable, Sequence
 
     import pandas as pd
     from pyproj import CRS
@@ -89,18 +89,24 @@ def union_area(geoms: np.ndarray, crs: CRS, mode: str = "planar") -> float:
     return float(area_m2(np.array([union], dtype=object), crs, mode)[0])
 
 
+_BATCH_WIDTH = 16
+"""Clusters of up to this many pieces are unioned together, a row each of one array."""
 SNAP_GRID_M = 0.001
 """The precision (1 mm) of the retry when GEOS cannot union a cluster exactly."""
 
 
 def overlap_pairs(
-    geoms: np.ndarray, *, workers: int = 1
+    geoms: np.ndarray,
+    *,
+    workers: int = 1,
+    known_apart: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the pairs ``(i, j)``, ``i < j``, of geometries whose interiors meet.
 
     Pairs that only touch are left out: they share no area, so they need not be
-    unioned. Candidates come from one STRtree query; the exact test is the DE-9IM
-    pattern ``T********``.
+    unioned. Candidates come from one STRtree query; ``known_apart(i, j)`` may say
+    which candidates cannot overlap (from where the pieces came from), and the
+    rest get the exact test, the DE-9IM pattern ``T********``.
 
     Examples
     --------
@@ -116,6 +122,9 @@ def overlap_pairs(
     i, j = tree.query(geoms)
     keep = i < j
     i, j = i[keep], j[keep]
+    if known_apart is not None and len(i):
+        maybe = ~known_apart(i, j)
+        i, j = i[maybe], j[maybe]
     if not len(i):
         return i, j
     chunks = np.array_split(
@@ -178,6 +187,9 @@ class UnionAreas:
         For measuring the unions: planar in ``crs``, or on its ellipsoid.
     workers
         Threads for the overlap test and the unions.
+    known_apart
+        Optional: given candidate pairs ``(i, j)``, which cannot overlap (so need
+        no exact test).
 
     Examples
     --------
@@ -198,12 +210,14 @@ class UnionAreas:
         mode: str = "planar",
         *,
         workers: int = 1,
+        known_apart: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.geoms = np.asarray(geoms, dtype=object)
         self.areas = np.asarray(areas, dtype=float)
         self.crs = crs
         self.mode = mode
         self.workers = workers
+        self.known_apart = known_apart
         self.snapped = 0
         self._pairs: tuple[np.ndarray, np.ndarray] | None = None
         self._cluster_area: dict[tuple[int, ...], float] = {}
@@ -212,7 +226,9 @@ class UnionAreas:
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the pairs of pieces whose interiors meet (computed once)."""
         if self._pairs is None:
-            self._pairs = overlap_pairs(self.geoms, workers=self.workers)
+            self._pairs = overlap_pairs(
+                self.geoms, workers=self.workers, known_apart=self.known_apart
+            )
         return self._pairs
 
     def by(
@@ -254,15 +270,43 @@ class UnionAreas:
     def _union_areas(self, clusters: list[np.ndarray]) -> list[float]:
         todo = [c for c in clusters if tuple(c.tolist()) not in self._cluster_area]
         if todo:
-            if self.workers > 1 and len(todo) > 1:
-                with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                    unions = list(pool.map(self._union, todo))
-            else:
-                unions = [self._union(c) for c in todo]
+            unions = self._unions(todo)
             measured = area_m2(np.array(unions, dtype=object), self.crs, self.mode)
             for c, a in zip(todo, measured, strict=True):
                 self._cluster_area[tuple(c.tolist())] = float(a)
         return [self._cluster_area[tuple(c.tolist())] for c in clusters]
+
+    def _unions(self, clusters: list[np.ndarray]) -> list[shapely.Geometry]:
+        """Union clusters: small ones a bucket at a time (rows of a padded array), big ones alone."""
+        out: list[shapely.Geometry | None] = [None] * len(clusters)
+        sizes = np.array([len(c) for c in clusters])
+        big = np.flatnonzero(sizes > _BATCH_WIDTH)
+        for width in (2, 4, 8, _BATCH_WIDTH):
+            rows = np.flatnonzero((sizes <= width) & (sizes > width // 2))
+            if not len(rows):
+                continue
+            table = np.full((len(rows), width), None, dtype=object)
+            for r, k in enumerate(rows.tolist()):
+                table[r, : sizes[k]] = self.geoms[clusters[k]]
+            try:
+                merged = parallel_rows(table, workers=self.workers)
+            except shapely.errors.GEOSException:
+                merged = np.array(
+                    [self._union(clusters[k]) for k in rows.tolist()], dtype=object
+                )
+            for r, k in enumerate(rows.tolist()):
+                out[k] = merged[r]
+        if len(big):
+            if self.workers > 1 and len(big) > 1:
+                with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                    done = list(
+                        pool.map(self._union, [clusters[k] for k in big.tolist()])
+                    )
+            else:
+                done = [self._union(clusters[k]) for k in big.tolist()]
+            for k, g in zip(big.tolist(), done, strict=True):
+                out[k] = g
+        return out  # type: ignore[return-value]
 
     def _union(self, members: np.ndarray) -> shapely.Geometry:
         try:
@@ -278,11 +322,35 @@ class UnionAreas:
             return shapely.union_all(self.geoms[members], grid_size=SNAP_GRID_M)
 
 
+def parallel_rows(table: np.ndarray, *, workers: int = 1) -> np.ndarray:
+    """Return the union of each row of a 2-D array of geometries (``None`` padding is skipped).
+
+    Examples
+    --------
+    >>> t = np.array([[shapely.box(0, 0, 2, 2), shapely.box(1, 1, 3, 3)], [shapely.box(5, 5, 6, 6), None]])
+    >>> shapely.area(parallel_rows(t)).tolist()
+    [7.0, 1.0]
+    """
+    n = len(table)
+    if workers <= 1 or n < 2048:
+        return np.asarray(shapely.union_all(table, axis=1))
+    parts = np.array_split(np.arange(n), workers * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = list(
+            pool.map(
+                lambda idx: np.asarray(shapely.union_all(table[idx], axis=1)), parts
+            )
+        )
+    return np.concatenate(done)
+
+
 def _factorize(keys: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, list[Hashable]]:
     """Return integer codes for the live keys (-1 elsewhere; ``None`` is a key of its own)."""
-    index: dict[Hashable, int] = {}
+    import pandas as pd
+
     codes = np.full(len(keys), -1, dtype=np.intp)
-    for n, (k, ok) in enumerate(zip(keys.tolist(), live.tolist(), strict=True)):
-        if ok:
-            codes[n] = index.setdefault(k, len(index))
-    return codes, list(index)
+    if not live.any():
+        return codes, []
+    found, uniques = pd.factorize(keys[live], use_na_sentinel=False)
+    codes[live] = found
+    return codes, list(uniques)

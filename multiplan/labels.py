@@ -75,6 +75,12 @@ LABELS: dict[str, tuple[str, str]] = {
     "sheet_units": ("镇街", "Units"),
     "sheet_patches": ("差异图斑台账", "Difference patches"),
     "sheet_by_class": ("按类型汇总", "By class"),
+    "sheet_note": ("说明", "Note"),
+    "note": ("说明", "Note"),
+    "ledger_too_big": (
+        "本次检查共 {n} 个冲突图斑，多于 {max} 个，台账未逐条列出各规则的图斑；全部图斑见 conflicts.gpkg。",
+        "This check found {n} pieces, more than {max}: the per-rule sheets are left out; every piece is in conflicts.gpkg.",
+    ),
     "rule_id": ("规则编号", "Rule"),
     "rule_title": ("规则名称", "Title"),
     "area_m2_h": ("面积（平方米）", "Area (m²)"),
