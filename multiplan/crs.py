@@ -156,6 +156,37 @@ def transform_geometries(geoms: np.ndarray, transformer: Transformer) -> np.ndar
     return shapely.transform(geoms, fn)
 
 
+def window(
+    near: tuple[float, float, float, float],
+    working: CRS,
+    source: CRS,
+    *,
+    pad: float = 0.0,
+) -> tuple[float, float, float, float]:
+    """Return the box ``near`` (in ``working``, grown by ``pad``) as a box in ``source``.
+
+    The box's edges are densified before they are transformed, so that the
+    result holds the whole box even where the transformation bends lines.
+
+    Examples
+    --------
+    >>> w = window((0, 0, 10, 10), CRS("EPSG:4549"), CRS("EPSG:4549"), pad=1)
+    >>> tuple(float(v) for v in w)
+    (-1.0, -1.0, 11.0, 11.0)
+    """
+    x0, y0, x1, y1 = near
+    box = shapely.box(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+    if source != working:
+        box = transform_geometries(
+            np.array(
+                [shapely.segmentize(box, max(x1 - x0, y1 - y0, 1.0) / 8)], dtype=object
+            ),
+            transformer(working, source),
+        )[0]
+    b = shapely.bounds(box)
+    return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+
+
 # --------------------------------------------------------------------------
 # Diagnosis of coordinates that cannot belong to the declared CRS
 # --------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
+from multiplan.dburl import is_database
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from os import PathLike
@@ -65,7 +67,8 @@ class InputError(MultiplanError, ValueError):
     def __str__(self) -> str:
         where = []
         if self.path is not None:
-            where.append(f"file {self.path}")
+            kind = "database" if is_database(self.path) else "file"
+            where.append(f"{kind} {self.path}")
         if self.layer is not None:
             where.append(f"layer {self.layer}")
         if self.key is not None:

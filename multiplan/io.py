@@ -24,6 +24,7 @@ import pandas as pd
 import pyogrio
 from pyproj import CRS
 
+from multiplan.crs import window
 from multiplan.errors import LayerError
 from multiplan.shapefiles import judge_encoding, shape_index
 from multiplan.styles import add_styles
@@ -50,6 +51,12 @@ class VectorSource:
     encoding_note: str | None
     layer_name: str
     warnings: tuple[str, ...] = ()
+    filtered_at_source: int = 0
+    """Rows the source's own filter (SQL) left out."""
+    feature_ids: np.ndarray | None = None
+    """Ids of the rows read when the layer names no id field (a table's primary key)."""
+    digest: str | None = None
+    """SHA-256 of the geometries read, for a source that is no file."""
 
 
 def _gdal_path(spec: LayerSpec) -> str:
@@ -224,6 +231,30 @@ def read_vector(
     return VectorSource(
         frame, crs, driver, encoding or info.get("encoding"), note, layer_name, said
     )
+
+
+def source_window(
+    spec: LayerSpec, working: CRS, near: tuple[float, float, float, float]
+) -> tuple[tuple[float, float, float, float] | None, np.ndarray | None]:
+    """Return the box ``near`` in the source's CRS, and the source's (FID, row) pairs.
+
+    ``(None, None)`` when the source's CRS is not declared (read whole); the
+    pairs are ``None`` when the layer has an ``id_field``.
+    """
+    path = spec.source
+    info = pyogrio.read_info(path, layer=spec.layer)
+    if not info.get("crs"):
+        return None, None
+    src = CRS.from_user_input(info["crs"])
+    box = window(near, working, src, pad=spec.buffer or 0.0)
+    rows = None
+    if spec.id_field is None:  # ids are row numbers: map the FIDs of the window to rows
+        fids = pyogrio.read_dataframe(
+            path, layer=spec.layer, columns=[], read_geometry=False, fid_as_index=True
+        ).index.to_numpy()
+        rows = np.column_stack([fids, np.arange(len(fids))])
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    return box, rows
 
 
 def info_encoding(path: str, layer: str) -> str:

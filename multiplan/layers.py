@@ -26,7 +26,13 @@ from multiplan import geometry
 from multiplan.classify import classify_codes, load_crosswalk
 from multiplan.errors import InputError, LayerError
 from multiplan.filters import where_mask
-from multiplan.io import RasterSource, classify_raster, read_raster, read_vector
+from multiplan.io import (
+    RasterSource,
+    classify_raster,
+    read_raster,
+    read_vector,
+    source_window,
+)
 from multiplan.progress import Progress, no_progress
 
 if TYPE_CHECKING:
@@ -78,6 +84,8 @@ class LayerStats:
     unmapped: Mapping[str, int] = field(default_factory=dict)
     buffered: bool = False
     warnings: tuple[str, ...] = ()
+    sha256: str | None = None
+    """For a database table, the SHA-256 of the geometries read (files have theirs in ``inputs``)."""
 
 
 @dataclass(frozen=True)
@@ -383,12 +391,22 @@ def read_layer(
     """
     if spec.kind == "raster":
         return _load_raster(spec, project.working_crs)
+    if near is not None and spec.width_field is not None:
+        near = None  # a feature far away may reach in
     bbox = rows = None
-    if near is not None and spec.width_field is None:
-        bbox, rows = _source_window(spec, project, near)
-    src = read_vector(spec, bbox=bbox)
-    if rows is not None:
-        rows = rows[np.searchsorted(rows[:, 0], src.frame.index.to_numpy()), 1]
+    if spec.is_database:
+        from multiplan.postgis import read_table
+
+        src = read_table(
+            spec, near=near, working=project.working_crs, pad=spec.buffer or 0.0
+        )
+        rows = src.feature_ids
+    else:
+        if near is not None:
+            bbox, rows = source_window(spec, project.working_crs, near)
+        src = read_vector(spec, bbox=bbox)
+        if rows is not None:
+            rows = rows[np.searchsorted(rows[:, 0], src.frame.index.to_numpy()), 1]
     return _prepare_vector(
         src.frame.reset_index(drop=True),
         src.crs,
@@ -399,42 +417,9 @@ def read_layer(
         encoding_note=src.encoding_note,
         said=src.warnings,
         row_numbers=rows,
+        filtered_at_source=src.filtered_at_source,
+        digest=src.digest,
     )
-
-
-def _source_window(
-    spec: LayerSpec, project: Project, near: tuple[float, float, float, float]
-) -> tuple[tuple[float, float, float, float] | None, np.ndarray | None]:
-    """Return the box ``near`` in the source's CRS, and the source's (FID, row) pairs.
-
-    ``(None, None)`` when the source's CRS is not declared (read whole).
-    """
-    import pyogrio
-    from pyproj import CRS
-
-    path = spec.source
-    info = pyogrio.read_info(path, layer=spec.layer)
-    if not info.get("crs"):
-        return None, None
-    src = CRS.from_user_input(info["crs"])
-    pad = spec.buffer or 0.0
-    x0, y0, x1, y1 = near
-    box = shapely.box(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
-    if src != project.working_crs:
-        box = crs_mod.transform_geometries(
-            np.array(
-                [shapely.segmentize(box, max(x1 - x0, y1 - y0, 1.0) / 8)], dtype=object
-            ),
-            crs_mod.transformer(project.working_crs, src),
-        )[0]
-    rows = None
-    if spec.id_field is None:  # ids are row numbers: map the FIDs of the window to rows
-        fids = pyogrio.read_dataframe(
-            path, layer=spec.layer, columns=[], read_geometry=False, fid_as_index=True
-        ).index.to_numpy()
-        rows = np.column_stack([fids, np.arange(len(fids))])
-        rows = rows[np.argsort(rows[:, 0], kind="stable")]
-    return tuple(float(v) for v in shapely.bounds(box)), rows  # type: ignore[return-value]
 
 
 def _prepare_vector(
@@ -448,6 +433,8 @@ def _prepare_vector(
     encoding_note: str | None = None,
     said: tuple[str, ...] = (),
     row_numbers: np.ndarray | None = None,
+    filtered_at_source: int = 0,
+    digest: str | None = None,
 ) -> Layer:
     """Prepare a frame as SPEC §3 orders: ids, filter, CRS, Z/M, repair, buffer, classes."""
     working = project.working_crs
@@ -503,6 +490,7 @@ def _prepare_vector(
         )
         filtered_out = int(np.count_nonzero(keep & ~match))
         keep &= match
+    filtered_out += filtered_at_source
     src_crs, origin = crs_mod.source_crs(spec, declared)
     live = geoms[keep]
     bounds = tuple(shapely.total_bounds(live)) if len(live) else None
@@ -560,7 +548,7 @@ def _prepare_vector(
         encoding_note=encoding_note,
         source_crs=_crs_label(src_crs),
         crs_from=origin,
-        rows=rows,
+        rows=rows + filtered_at_source,
         features=len(out),
         filtered_out=filtered_out,
         null=int(np.count_nonzero(null)),
@@ -573,6 +561,7 @@ def _prepare_vector(
         unmapped=dict(sorted(unmapped.items())),
         buffered=buffered,
         warnings=said,
+        sha256=digest,
     )
     logger.info(
         "layer %s: %d features (%d repaired, %d null, %d empty)",

@@ -102,20 +102,70 @@ class FuseResult:
         files["onemap.html"] = map_writer(self.explore(lang=lang))
         return files
 
-    def write(self, out: str | Path | OutputFolder, *, lang: Lang = "zh") -> list[Path]:
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Return the tables of SPEC §13 (``--db``): onemap and, with compare, differences."""
+        tables: dict[str, pd.DataFrame] = {"onemap": self.faces}
+        if self.patches is not None:
+            tables["differences"] = self.patches
+        return tables
+
+    def record(self) -> dict[str, Any]:
+        """Return what the ``runs`` table keeps of this run: when, what, how many."""
+        import os
+        import sys
+        from datetime import UTC, datetime
+
+        from multiplan.dburl import mask
+        from multiplan.version import __version__
+
+        return {
+            "multiplan": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": mask(
+                os.environ.get("MULTIPLAN_COMMAND") or " ".join(sys.argv or [])
+            ),
+            "project": {"name": self.project.name, "manifest": str(self.project.path)},
+            "fusion": {
+                "layers": list(self.spec.layers),
+                "compare": list(self.spec.compare or ()),
+            },
+            "counts": {
+                "faces": len(self.faces),
+                "patches": 0 if self.patches is None else len(self.patches),
+                **{str(k): int(v) for k, v in self.notes.items()},
+            },
+        }
+
+    def write(
+        self,
+        out: str | Path | OutputFolder,
+        *,
+        lang: Lang = "zh",
+        db: str | None = None,
+    ) -> list[Path]:
         """Write the one map's files into ``out`` as one set; return the files.
+
+        ``db`` (default: the manifest's ``[project] db``) also writes the tables
+        of :meth:`tables`, committed once the files are in place.
 
         Raises
         ------
         OutputError
             When the folder is busy, not writable, or holds something else.
+        DatabaseError
+            When the database cannot be reached or refuses the tables.
         """
-        return write_set(
-            out,
-            self.files(lang=lang),
-            command="fuse",
-            inputs=input_files(self.project),
-        )
+        from multiplan.pgwrite import maybe_staged
+
+        files = self.files(lang=lang)
+        run = dict(self.record(), outputs=[*files])
+        with maybe_staged(db or self.project.db, self.tables, run, command="fuse"):
+            return write_set(
+                out,
+                files,
+                command="fuse",
+                inputs=input_files(self.project),
+            )
 
 
 def fuse(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from multiplan.dburl import mask
 from multiplan.version import __version__
 
 if TYPE_CHECKING:
@@ -137,8 +138,9 @@ def run_record(
     return {
         "multiplan": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": os.environ.get("MULTIPLAN_COMMAND")
-        or (" ".join(sys.argv) if sys.argv else None),
+        "command": mask(
+            os.environ.get("MULTIPLAN_COMMAND") or " ".join(sys.argv or [])
+        ),
         "project": {
             "name": project.name,
             "title": project.title,

@@ -151,6 +151,24 @@ class CheckResult:
         files["run.json"] = json_writer(run)
         return files
 
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Return the tables of SPEC §13 (``--db``): conflicts, summary, by_unit, units.
+
+        Figures are as in the files: the pieces as in conflicts.gpkg, the
+        summaries rounded as in the CSV files.
+        """
+        from multiplan.io import round_figures
+
+        tables: dict[str, pd.DataFrame] = {
+            "conflicts": self.pieces,
+            "summary": round_figures(self.summary),
+        }
+        if self.by_unit is not None:
+            tables["by_unit"] = round_figures(self.by_unit)
+        if self.units is not None:
+            tables["units"] = round_figures(self.units)
+        return tables
+
     def write(
         self,
         out: str | Path | OutputFolder,
@@ -158,20 +176,37 @@ class CheckResult:
         lang: Lang = "zh",
         tiles: Tiles = "none",
         with_map: bool = True,
+        db: str | None = None,
     ) -> list[Path]:
         """Write the output set of SPEC §6 into ``out`` as one set; return the files.
+
+        Parameters
+        ----------
+        out
+            The output folder (or an :class:`~multiplan.outputs.OutputFolder` open on it).
+        lang, tiles, with_map
+            The language of titles, the map's base tiles, whether to draw map.html.
+        db
+            A ``postgresql://…/DB?schema=NAME`` URL (default: the manifest's
+            ``[project] db``): the tables of :meth:`tables` are written there too,
+            in one transaction committed once the files are in place.
 
         Raises
         ------
         OutputError
             When the folder is busy, not writable, or holds something else.
+        DatabaseError
+            When the database cannot be reached or refuses the tables; the
+            files are then left as they were.
         """
-        return write_set(
-            out,
-            self.files(lang=lang, tiles=tiles, with_map=with_map),
-            command="check",
-            inputs=input_files(self.project),
-        )
+        from multiplan.pgwrite import maybe_staged
+
+        files = self.files(lang=lang, tiles=tiles, with_map=with_map)
+        run = dict(self.run, outputs=[*files])
+        with maybe_staged(db or self.project.db, self.tables, run, command="check"):
+            return write_set(
+                out, files, command="check", inputs=input_files(self.project)
+            )
 
 
 def check(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from multiplan.classify import Taxonomy, load_taxonomy
+from multiplan.dburl import is_database, mask, masked_repr
 from multiplan.filters import Where
 
 if TYPE_CHECKING:
@@ -75,17 +76,18 @@ class LayerSpec:
         """Return the title if there is one, else the name."""
         return self.title or self.name
 
+    def __repr__(self) -> str:
+        return masked_repr(self)
+
     @property
     def source(self) -> str:
-        """Return the source path as text."""
-        return str(self.path)
+        """Return the source path as text to show: a database password masked."""
+        return mask(str(self.path))
 
     @property
     def is_database(self) -> bool:
         """Return whether the layer is a PostGIS table (``postgresql://`` path)."""
-        return isinstance(self.path, str) and self.path.startswith(
-            ("postgresql://", "postgres://", "PG:")
-        )
+        return is_database(self.path)
 
 
 # --------------------------------------------------------------------------- [yield]
@@ -199,6 +201,9 @@ class Project:
     yield_: YieldSpec | None = None
     fusion: FusionSpec = field(default_factory=lambda: FusionSpec((), ()))
     site: SiteSpec = field(default_factory=SiteSpec)
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     @property
     def unit_layer(self) -> str | None:

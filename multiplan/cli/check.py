@@ -8,6 +8,8 @@ import click
 
 from multiplan.cli.options import (
     common_options,
+    database,
+    db_option,
     echo,
     force_option,
     is_quiet,
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Do not draw map.html (an earlier one is removed).",
 )
+@db_option
 @force_option
 @common_options
 def check_cmd(
@@ -74,6 +77,7 @@ def check_cmd(
     allow_unmapped: bool,
     tiles: str,
     no_map: bool,
+    db: str | None,
     force: bool,
 ) -> None:
     """Check a project's plans against its rules and write the conflicts.
@@ -82,13 +86,16 @@ def check_cmd(
     UTF-8 with BOM for Excel), by_unit.csv (per town/street, when the manifest
     has units), run.json (inputs with SHA-256, software, timings, counts),
     map.html (one self-contained file that opens offline by double-click) and
-    report.html. The folder is replaced as one set.
+    report.html. The folder is replaced as one set. With --db (or the
+    manifest's [project] db) the tables conflicts, summary, by_unit and units
+    are also written to PostGIS, in one transaction, with a row in runs.
     Exit code 1 when --fail-on finds conflicts at or above that severity.
 
     \b
     Example:
         multiplan check layers/xinbei/project.toml
         multiplan check layers/xinbei/project.toml --only ECO-01 --fail-on high
+        multiplan check project.toml --db postgresql://planner@gis.local/onemap?schema=xinbei
     """
     from multiplan.maps import check_tiles
     from multiplan.rulecheck import check
@@ -96,6 +103,7 @@ def check_cmd(
     project = read_project(project_path)
     if not no_map:
         check_tiles(tiles)
+    target = database(project, db)
     with (
         output_folder(project, out, force=force) as folder,
         stage_progress() as progress,
@@ -108,7 +116,13 @@ def check_cmd(
             progress=progress,
         )
         progress("writing", 0, 1, str(folder.path))
-        files = result.write(folder, lang=lang, tiles=tiles, with_map=not no_map)  # type: ignore[arg-type]
+        files = result.write(
+            folder,
+            lang=lang,  # type: ignore[arg-type]
+            tiles=tiles,  # type: ignore[arg-type]
+            with_map=not no_map,
+            db=target,
+        )
     if not is_quiet():
         click.echo(closing_table(result, lang=lang), err=True, nl=False)
     wrote(files)

@@ -8,6 +8,8 @@ import click
 
 from multiplan.cli.options import (
     common_options,
+    database,
+    db_option,
     echo,
     force_option,
     lang_option,
@@ -29,10 +31,16 @@ if TYPE_CHECKING:
 @out_option()
 @workers_option("Threads for the conflict check.")
 @lang_option("Language of the map and the ledger.")
+@db_option
 @force_option
 @common_options
 def fuse_cmd(
-    project_path: Path, out: Path | None, workers: int | None, lang: str, force: bool
+    project_path: Path,
+    out: Path | None,
+    workers: int | None,
+    lang: str,
+    db: str | None,
+    force: bool,
 ) -> None:
     """Build the one map (一张图): onemap.gpkg, and the two-plan differences.
 
@@ -43,6 +51,8 @@ def fuse_cmd(
     differences.gpkg (numbered difference patches, 差异图斑, with empty ledger
     columns for sign-off), differences.csv (area by class and unit) and
     differences.xlsx (the 差异图斑台账), and onemap.html, a map of it all.
+    With --db (or [project] db) the tables onemap and differences are also
+    written to PostGIS, in one transaction, with a row in runs.
 
     \b
     Example:
@@ -51,13 +61,14 @@ def fuse_cmd(
     from multiplan.onemap import fuse
 
     project = read_project(project_path)
+    target = database(project, db)
     with (
         output_folder(project, out, force=force) as folder,
         stage_progress() as progress,
     ):
         result = fuse(project, workers=workers, progress=progress)
         progress("writing", 0, 1, str(folder.path))
-        files = result.write(folder, lang=lang)  # type: ignore[arg-type]
+        files = result.write(folder, lang=lang, db=target)  # type: ignore[arg-type]
     by_area = result.notes.get("faces_attributed_by_area", 0)
     echo(
         f"{len(result.faces):,} faces ({by_area:,} narrow ones attributed by area, not by an interior point)"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from multiplan.dburl import mask
 from multiplan.errors import InputError
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def reporting(debug: bool) -> Iterator[None]:
     except InputError as exc:
         if debug:
             raise
-        raise InputFailure(str(exc)) from None
+        raise InputFailure(mask(str(exc))) from None
     except (
         click.ClickException,
         click.exceptions.Exit,
@@ -66,7 +67,7 @@ def reporting(debug: bool) -> Iterator[None]:
     except Exception as exc:
         if debug:
             raise
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        text = mask(" ".join(str(exc).split())) or type(exc).__name__
         raise InternalFailure(
             f"{type(exc).__name__}: {text}; rerun with --debug to see the traceback"
         ) from None
@@ -85,11 +86,19 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(level)
     if not any(getattr(h, "_multiplan", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(_MaskingFormatter("%(levelname)s: %(message)s"))
         handler._multiplan = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     # a warning from a library (GDAL, numpy, shapely) is one log line, never raw text
     warnings.showwarning = _warning_to_log
+
+
+class _MaskingFormatter(logging.Formatter):
+    """A formatter that never lets a database password reach the log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format the record, then mask any password in it."""
+        return mask(super().format(record))
 
 
 def _warning_to_log(
@@ -233,6 +242,46 @@ def output_folder(
         force=force,
         inputs=input_files(project),
     )
+
+
+def db_option(f: F) -> F:
+    """Add the ``--db URL`` option: also write the outputs as PostGIS tables."""
+    return click.option(
+        "--db",
+        "db",
+        metavar="URL",
+        default=None,
+        help="Also write the outputs as PostGIS tables, in one transaction: "
+        "postgresql://USER@HOST:PORT/DB?schema=NAME (default: the manifest's "
+        "[project] db; schema 'multiplan'). The password comes from PGPASSWORD "
+        "or ~/.pgpass.",
+    )(f)
+
+
+def database(project: Project, db: str | None) -> str | None:
+    """Return the database a command writes to (``--db``, else the manifest's), checked.
+
+    Raises
+    ------
+    DatabaseError
+        When it is no PostgreSQL URL, cannot be reached, has no PostGIS or does
+        not let the user create tables in the schema: before any work is done.
+    """
+    from multiplan.dburl import is_database
+    from multiplan.pgwrite import preflight
+    from multiplan.postgis import DatabaseError, parse_database
+
+    url = db or project.db
+    if url is None:
+        return None
+    if not is_database(url):
+        raise DatabaseError(
+            "--db must be a postgresql:// URL",
+            path=mask(url),
+            hint="e.g. --db postgresql://planner@localhost:5432/onemap?schema=multiplan",
+        )
+    preflight(parse_database(url))
+    return url
 
 
 def echo(text: str) -> None:
