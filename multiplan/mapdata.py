@@ -31,6 +31,7 @@ from multiplan.colours import (
 )
 from multiplan.labels import Lang, label, labels
 from multiplan.layers import CLASS_COL, public_fields
+from multiplan.levels import GRID_LEVEL, grid_cells
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -280,6 +281,20 @@ def conflict_groups(
         )
     )
     has_value = "value_yuan" in pieces.columns
+    cols = list(pieces.columns)
+    level_cols = cols[cols.index("unit") + 1 : cols.index("area_m2")]
+    where = pieces["unit"].to_numpy(dtype=object)
+    if level_cols:  # several levels: the unit at each, from the largest down
+        where = np.array(
+            [
+                " › ".join(str(v) for v in vals if v is not None) or None
+                for vals in zip(
+                    *(pieces[c].to_numpy(dtype=object) for c in level_cols),
+                    strict=False,
+                )
+            ],
+            dtype=object,
+        )
     feats: dict[int, list[Any]] = {}
     row: Any
     for k, row in enumerate(pieces.itertuples(index=False)):
@@ -294,7 +309,7 @@ def conflict_groups(
             layer_index.get(row.b_layer, -1) if row.b_layer is not None else -1,
             row.b_id,
             row.b_class,
-            row.unit,
+            where[k],
             round(float(row.area_m2), 2),
         ]
         if has_value:
@@ -356,6 +371,60 @@ def yield_group(
     return _group("yield", label("yield_grade", lang), "yield", feats)
 
 
+CHOROPLETH = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
+"""ColorBrewer YlOrRd, 5 classes: the grid cells by their share of land in conflict."""
+CHOROPLETH_BREAKS = (0.05, 0.15, 0.30, 0.50)
+"""Upper bounds of the first four classes of share (the fifth is above 50 %)."""
+
+
+def grid_group(
+    project: Project,
+    layers: Mapping[str, Layer],
+    units: pd.DataFrame | None,
+    *,
+    lang: Lang,
+    gcj: bool,
+) -> dict[str, Any] | None:
+    """Return the management grid as a choropleth of land in conflict per cell (SPEC §14).
+
+    Each cell carries its name, the land in conflict (area of the union of every
+    rule's pieces) and that land's share of the cell; cells without conflicts are
+    drawn as outlines.
+    """
+    if not project.grid or units is None or "level" not in units.columns:
+        return None
+    rows = units[units["level"] == GRID_LEVEL]
+    figures = {
+        str(u): (float(a), None if pd.isna(sh) else float(sh))
+        for u, a, sh in zip(rows["unit"], rows["area_m2"], rows["share"], strict=True)
+        if u is not None
+    }
+    cells = grid_cells(project, {n: ly.frame for n, ly in layers.items()})
+    enc = encode_polygons(
+        display_geoms(
+            np.asarray(cells.geometry.array, dtype=object), project, 0, gcj02=gcj
+        )
+    )
+    feats = []
+    for k, name in enumerate(cells["name"]):
+        if not enc[k]:
+            continue
+        area, share = figures.get(str(name), (0.0, 0.0))
+        shade = (
+            None
+            if not area
+            else int(np.searchsorted(CHOROPLETH_BREAKS, share or 0.0, side="left"))
+        )
+        feats.append([enc[k], [str(name), round(area, 2), share, shade]])
+    return _group(
+        "grid",
+        label("grid_level", lang),
+        "grid",
+        feats,
+        section="conflicts",
+    )
+
+
 def _fit(
     layers: Mapping[str, Layer], project: Project, *, gcj: bool, focus: Any = None
 ) -> list[list[float]]:
@@ -405,11 +474,15 @@ def build_map_data(
     extra_groups: Callable[[_Classes, bool], list[dict[str, Any]]] | None = None,
     focus: Any = None,
     banner: Mapping[str, Any] | None = None,
+    units: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Return the JSON-able data the page draws: groups of encoded features, rules, classes.
 
     Parameters
     ----------
+    units
+        units.csv of the check; with a management grid, its cells are drawn as a
+        choropleth of land in conflict.
     extra_groups
         Called with the class registry and whether to shift to GCJ-02; returns more
         groups (the one map's faces and patches, a site).
@@ -432,6 +505,9 @@ def build_map_data(
     )
     if yields is not None and len(yields.parcels):
         groups.append(yield_group(yields, project, lang=lang, gcj=gcj))
+    grid = grid_group(project, layers, units, lang=lang, gcj=gcj)
+    if grid is not None:
+        groups.append(grid)
     if extra_groups is not None:
         groups += extra_groups(classes, gcj)
     names = classes.names
@@ -459,6 +535,8 @@ def build_map_data(
         ],
         "severity": SEVERITY_COLOURS,
         "grades": GRADE_COLOURS,
+        "choropleth": list(CHOROPLETH),
+        "breaks": list(CHOROPLETH_BREAKS),
         "diff": DIFF_COLOURS,
         "bounds": _fit(layers, project, gcj=gcj, focus=focus),
         "quantum": _QUANTUM,

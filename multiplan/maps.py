@@ -160,11 +160,14 @@ def build_map(
     lang: Lang = "zh",
     tiles: Tiles = "none",
     yields: YieldResult | None = None,
+    units: pd.DataFrame | None = None,
 ) -> OneMap:
     """Build the shared map (SPEC §7) as a folium Map; save it with :func:`map_html`.
 
     Every vector layer of the project is drawn: those given, and the others
-    read now (one that cannot be read is left out with a warning).
+    read now (one that cannot be read is left out with a warning). With a
+    management grid and ``units`` (units.csv), the grid is drawn as a
+    choropleth of land in conflict per cell.
 
     Raises
     ------
@@ -179,6 +182,7 @@ def build_map(
         lang=lang,
         tiles=tiles,
         yields=yields,
+        units=units,
     )
     m = OneMap()
     _add_tiles(m, tiles)
@@ -338,6 +342,19 @@ def redraw_map(
             hint="Run `multiplan check` first, or give --out the folder it wrote",
         )
     pieces = read_conflicts(gpkg)
+    units = (
+        pd.read_csv(
+            out / "units.csv",
+            encoding="utf-8-sig",
+            dtype={"unit": "object", "level": "object"},
+        )
+        if (out / "units.csv").is_file()
+        else None
+    )
+    if units is not None:
+        units["unit"] = pd.Series(
+            [None if pd.isna(u) else str(u) for u in units["unit"]], dtype=object
+        )
     layers = ensure_layers(project, [])
     yields = land_yield(project) if project.yield_ is not None else None
     return build_map(
@@ -348,4 +365,5 @@ def redraw_map(
         lang=lang,
         tiles=tiles,
         yields=yields,
+        units=units,
     )

@@ -18,10 +18,12 @@ import pandas as pd
 import shapely
 
 from multiplan.areas import area_m2, to_mu
-from multiplan.layers import unit_names
+from multiplan.levels import build_levels, units_at
 from multiplan.schema import LEDGER_COLUMNS
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from multiplan.layers import Layers
     from multiplan.specs import Project
 
@@ -158,7 +160,8 @@ def difference_patches(
             dtype=object,
         ),
     )
-    out["unit"] = pd.Series(_units_of(pts, project, layers), dtype=object)
+    for key, names in units_at(build_levels(project, layers), garr).items():
+        out[key] = pd.Series(names, dtype=object)
     area = area_m2(garr, project.working_crs, project.area)
     out["area_m2"] = area
     out["area_mu"] = to_mu(area)
@@ -167,22 +170,25 @@ def difference_patches(
     return out.sort_values("patch_no", kind="stable").reset_index(drop=True)
 
 
-def _units_of(points: np.ndarray, project: Project, layers: Layers) -> np.ndarray:
-    out = np.full(len(points), None, dtype=object)
-    unit_layer = project.unit_layer
-    if not unit_layer or unit_layer not in layers:
-        return out
-    uf = layers[unit_layer]
-    pi, ui = shapely.STRtree(np.asarray(uf.geometry.array, dtype=object)).query(
-        points, predicate="within"
-    )
-    first = np.unique(pi, return_index=True)
-    out[first[0]] = unit_names(project, layers)[ui[first[1]]]
-    return out
+def difference_table(
+    patches: gpd.GeoDataFrame, levels: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Return differences.csv: patches and area per difference class and unit.
+
+    With several ``levels`` of units (the patches' level columns), a first
+    column ``level`` and a block of rows per level (SPEC §14).
+    """
+    if not levels:
+        return _difference_rows(patches, "unit")
+    blocks = []
+    for name in levels:
+        table = _difference_rows(patches, name)
+        table.insert(0, "level", pd.Series([name] * len(table), dtype=object))
+        blocks.append(table)
+    return pd.concat(blocks, ignore_index=True)
 
 
-def difference_table(patches: gpd.GeoDataFrame) -> pd.DataFrame:
-    """Return differences.csv: patches and area per difference class and unit."""
+def _difference_rows(patches: gpd.GeoDataFrame, key: str) -> pd.DataFrame:
     cols = ["diff_class", "unit", "patches", "area_m2", "area_mu"]
     if not len(patches):
         return pd.DataFrame(columns=cols)
@@ -190,7 +196,7 @@ def difference_table(patches: gpd.GeoDataFrame) -> pd.DataFrame:
         {
             "diff_class": patches["diff_class"].to_numpy(dtype=object),
             "unit": [
-                "" if u is None else u for u in patches["unit"].to_numpy(dtype=object)
+                "" if u is None else u for u in patches[key].to_numpy(dtype=object)
             ],
             "area_m2": patches["area_m2"].to_numpy(dtype=float),
         }

@@ -153,78 +153,13 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
     parts.append(
         _bars([(f"{r['rule_id']}", float(r["area_mu"])) for _, r in s.iterrows()])
     )
-    if result.by_unit is not None and len(result.by_unit):
-        bu = result.by_unit.copy()
-        bu["unit"] = [
-            u if u is not None else label("no_unit", "en" if lang == "en" else "zh")
-            for u in bu["unit"]
-        ]
-        pivot = bu.pivot_table(
-            index="unit",
-            columns="rule_id",
-            values="area_mu",
-            aggfunc="sum",
-            fill_value=0.0,
-        )
-        order = [r.id for r in result.rules if r.id in pivot.columns]
-        pivot = pivot[order]
-        parts.append(
-            f"<h2>{L('by_unit')} ({L('mu')})</h2><table><tr><th>{L('unit')}</th>"
-            + "".join(f"<th>{_e(c)}</th>" for c in order)
-            + "</tr>"
-        )
-        for unit, row in pivot.iterrows():
+    if result.by_unit is not None and result.units is not None and len(result.units):
+        for level, by_unit, units in _levels(result.by_unit, result.units):
             parts.append(
-                f"<tr><td>{_e(unit)}</td>"
-                + "".join(f"<td class='n'>{v:,.2f}</td>" for v in row)
-                + "</tr>"
-            )
-        parts.append("</table>")
-    if result.units is not None and len(result.units):
-        u = result.units
-        parts.append(
-            f"<h2>{L('units_table')}</h2><table><tr><th>{L('unit')}</th><th>{L('unit_area_mu')}</th>"
-            f"<th>{L('pieces')}</th><th>{L('in_conflict')} ({L('mu')})</th><th>{L('share')}</th>"
-            f"<th>{L('high')} ({L('mu')})</th><th>{L('medium')} ({L('mu')})</th><th>{L('low')} ({L('mu')})</th></tr>"
-        )
-        no_unit = label("no_unit", "en" if lang == "en" else "zh")
-        for _, r in u.iterrows():
-            unit_mu = (
-                "" if pd.isna(r["unit_area_m2"]) else f"{to_mu(r['unit_area_m2']):,.2f}"
-            )
-            share = "" if pd.isna(r["share"]) else f"{r['share']:.1%}"
-            parts.append(
-                f"<tr><td>{_e(r['unit'] if r['unit'] is not None else no_unit)}</td><td class='n'>{unit_mu}</td>"
-                f"<td class='n'>{int(r['pieces']):,}</td><td class='n'>{r['area_mu']:,.2f}</td><td class='n'>{share}</td>"
-                + "".join(
-                    f"<td class='n'>{r[f'{sev}_m2'] * 15 / 10000:,.2f}</td>"
-                    for sev in ("high", "medium", "low")
+                _unit_section(
+                    result, by_unit, units, _level_title(p, level, lang), L, lang
                 )
-                + "</tr>"
             )
-        parts.append(
-            f"<tr class='total'><td><b>{L('district_total')}</b></td><td></td><td class='n'>{len(result.pieces):,}</td>"
-            f"<td class='n'><b>{to_mu(total):,.2f}</b></td><td></td>"
-            + "".join(
-                f"<td class='n'>{to_mu(result.totals.get(sev, 0.0)):,.2f}</td>"
-                for sev in ("high", "medium", "low")
-            )
-            + "</tr></table>"
-        )
-        parts.append(f"<h3>{L('area_by_unit')}</h3>")
-        ordered = u.sort_values("area_mu", ascending=False, kind="stable")
-        parts.append(
-            _bars(
-                [
-                    (
-                        str(r["unit"] if r["unit"] is not None else no_unit),
-                        float(r["area_mu"]),
-                    )
-                    for _, r in ordered.iterrows()
-                ],
-                colour="#2e75b6",
-            )
-        )
     if result.yields is not None:
         parts.append(_yield_section(result.yields, L))
     c = result.pieces
@@ -266,6 +201,128 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
     )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+UNIT_ROWS = 50
+"""A level with more units (a grid) shows the units with the most land in conflict."""
+
+
+def _levels(
+    by_unit: pd.DataFrame, units: pd.DataFrame
+) -> list[tuple[str | None, pd.DataFrame, pd.DataFrame]]:
+    """Return (level, by_unit rows, units rows) per level: one block without levels."""
+    if "level" not in units.columns:
+        return [(None, by_unit, units)]
+    return [
+        (
+            str(level),
+            by_unit[by_unit["level"] == level],
+            units[units["level"] == level],
+        )
+        for level in pd.unique(units["level"])
+    ]
+
+
+def _level_title(project: Project, level: str | None, lang: Lang) -> str:
+    if level is None:
+        return ""
+    if level in project.layers:
+        return project.layers[level].label
+    return label("grid_level", "en" if lang == "en" else "zh")
+
+
+def _unit_section(
+    result: CheckOutcome,
+    by_unit: pd.DataFrame,
+    units: pd.DataFrame,
+    level: str,
+    L: Callable[[str], str],
+    lang: Lang,
+) -> str:
+    """Return the per-unit tables of one level: by rule, the units table and its chart."""
+    no_unit = label("no_unit", "en" if lang == "en" else "zh")
+    suffix = f" · {_e(level)}" if level else ""
+    shown = units
+    note = ""
+    if len(units) > UNIT_ROWS:
+        shown = units.sort_values("area_m2", ascending=False, kind="stable").head(
+            UNIT_ROWS
+        )
+        note = (
+            f"<p>{L('top_units')}: {UNIT_ROWS:,} / {len(units):,} "
+            f"({L('all_in_units_csv')})</p>"
+        )
+    keep = set(shown["unit"].tolist())
+    parts = []
+    bu = by_unit[[u in keep for u in by_unit["unit"]]].copy()
+    if len(bu):
+        bu["unit"] = [u if u is not None else no_unit for u in bu["unit"]]
+        pivot = bu.pivot_table(
+            index="unit",
+            columns="rule_id",
+            values="area_mu",
+            aggfunc="sum",
+            fill_value=0.0,
+            sort=False,
+        )
+        order = [r.id for r in result.rules if r.id in pivot.columns]
+        pivot = pivot[order]
+        parts.append(
+            f"<h2>{L('by_unit')}{suffix} ({L('mu')})</h2>{note}<table><tr><th>{L('unit')}</th>"
+            + "".join(f"<th>{_e(c)}</th>" for c in order)
+            + "</tr>"
+        )
+        for unit, row in pivot.iterrows():
+            parts.append(
+                f"<tr><td>{_e(unit)}</td>"
+                + "".join(f"<td class='n'>{v:,.2f}</td>" for v in row)
+                + "</tr>"
+            )
+        parts.append("</table>")
+    total = result.totals.get("all", 0.0)
+    parts.append(
+        f"<h2>{L('units_table')}{suffix}</h2>{note}<table><tr><th>{L('unit')}</th><th>{L('unit_area_mu')}</th>"
+        f"<th>{L('pieces')}</th><th>{L('in_conflict')} ({L('mu')})</th><th>{L('share')}</th>"
+        f"<th>{L('high')} ({L('mu')})</th><th>{L('medium')} ({L('mu')})</th><th>{L('low')} ({L('mu')})</th></tr>"
+    )
+    for _, r in shown.iterrows():
+        unit_mu = (
+            "" if pd.isna(r["unit_area_m2"]) else f"{to_mu(r['unit_area_m2']):,.2f}"
+        )
+        share = "" if pd.isna(r["share"]) else f"{r['share']:.1%}"
+        parts.append(
+            f"<tr><td>{_e(r['unit'] if r['unit'] is not None else no_unit)}</td><td class='n'>{unit_mu}</td>"
+            f"<td class='n'>{int(r['pieces']):,}</td><td class='n'>{r['area_mu']:,.2f}</td><td class='n'>{share}</td>"
+            + "".join(
+                f"<td class='n'>{to_mu(float(r[f'{sev}_m2'])):,.2f}</td>"
+                for sev in ("high", "medium", "low")
+            )
+            + "</tr>"
+        )
+    parts.append(
+        f"<tr class='total'><td><b>{L('district_total')}</b></td><td></td><td class='n'>{len(result.pieces):,}</td>"
+        f"<td class='n'><b>{to_mu(total):,.2f}</b></td><td></td>"
+        + "".join(
+            f"<td class='n'>{to_mu(result.totals.get(sev, 0.0)):,.2f}</td>"
+            for sev in ("high", "medium", "low")
+        )
+        + "</tr></table>"
+    )
+    parts.append(f"<h3>{L('area_by_unit')}{suffix}</h3>")
+    ordered = shown.sort_values("area_mu", ascending=False, kind="stable")
+    parts.append(
+        _bars(
+            [
+                (
+                    str(r["unit"] if r["unit"] is not None else no_unit),
+                    float(r["area_mu"]),
+                )
+                for _, r in ordered.iterrows()
+            ],
+            colour="#2e75b6",
+        )
+    )
+    return "".join(parts)
 
 
 def _yield_section(y: Any, L: Callable[[str], str]) -> str:

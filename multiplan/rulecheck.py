@@ -31,6 +31,7 @@ from multiplan.layers import (
     public_fields,
     unit_names,
 )
+from multiplan.levels import Levels, build_levels, piece_columns
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files, run_record
@@ -108,6 +109,7 @@ class CheckResult:
             lang=lang,
             tiles=tiles,
             yields=self.yields,
+            units=self.units,
         )
 
     def files(
@@ -268,10 +270,11 @@ def check(
     lay = ensure_layers(project, needed, layers, progress=progress)
     timings["read"] = time.perf_counter() - t
     check_layers_for_rules(project, rules, lay, allow_unmapped=allow_unmapped)
+    levels = build_levels(project, lay) if rules else None
 
     t = time.perf_counter()
     pieces, rule_times = find_pieces(
-        project, rules, lay, workers=workers, progress=progress
+        project, rules, lay, workers=workers, progress=progress, levels=levels
     )
     timings["overlay"] = time.perf_counter() - t
     yields = None
@@ -285,7 +288,7 @@ def check(
 
     t = time.perf_counter()
     progress("summary", 0, 1, "summary")
-    sums = summarise(pieces, rules, project, lay, workers=workers)
+    sums = summarise(pieces, rules, project, lay, workers=workers, levels=levels)
     timings["summarise"] = time.perf_counter() - t
     run = run_record(
         project,
@@ -425,10 +428,18 @@ def find_pieces(
     *,
     workers: int | None = None,
     progress: Progress = no_progress,
+    levels: Levels | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, float]]:
-    """Return every rule's pieces (SPEC §6 columns, sorted) and the seconds each rule took."""
+    """Return every rule's pieces (SPEC §6 columns, sorted) and the seconds each rule took.
+
+    Pieces are split at the cells of the levels of units (built from the
+    project when ``levels`` is not given), with a column per level when there
+    are several (SPEC §14).
+    """
     workers = overlay.default_workers() if workers is None else max(1, int(workers))
-    ctx = _Context(project, layers, workers)
+    if levels is None and rules:
+        levels = build_levels(project, layers)
+    ctx = _Context(project, layers, workers, levels)
     frames = []
     rule_times: dict[str, float] = {}
     for i, rule in enumerate(rules):
@@ -442,13 +453,16 @@ def find_pieces(
             len(frames[-1]),
             rule_times[rule.id],
         )
-    return sort_pieces(_concat(frames, project.crs)), rule_times
+    columns = piece_columns(levels)
+    return sort_pieces(_concat(frames, project.crs, columns), columns), rule_times
 
 
 class _Context:
     """Caches shared by the rules of one run (private; not a public value)."""
 
-    def __init__(self, project: Project, layers: Layers, workers: int) -> None:
+    def __init__(
+        self, project: Project, layers: Layers, workers: int, levels: Levels | None
+    ) -> None:
         self.project = project
         self.layers = layers
         self.taxonomy = project.taxonomy
@@ -461,12 +475,10 @@ class _Context:
         if project.boundary and project.boundary in layers:
             self.boundary = shapely.union_all(_geoms(layers[project.boundary]))
             shapely.prepare(self.boundary)
+        self.levels = levels
         self.unit_geoms: np.ndarray | None = None
-        self.unit_names: np.ndarray | None = None
-        unit_layer = project.unit_layer
-        if unit_layer and unit_layer in layers:
-            self.unit_geoms = _geoms(layers[unit_layer])
-            self.unit_names = unit_names(project, layers)
+        if levels is not None:
+            self.unit_geoms = levels.cells
 
     # ---------------------------------------------------------------- select
     def selection(
@@ -601,9 +613,13 @@ class _Context:
                 b_id=np.asarray(fb.index, dtype=object)[b_pos],
                 b_class=fb[CLASS_COL].to_numpy(dtype=object)[b_pos],
             )
-        if self.unit_names is not None:
-            names = np.concatenate([self.unit_names, np.array([None], dtype=object)])
-            data["unit"] = names[unit_idx]  # -1 → None
+        if self.levels is not None:
+            tail = np.array([None], dtype=object)
+            data["unit"] = np.concatenate([self.levels.smallest, tail])[unit_idx]
+            if self.levels.multi:  # -1 → None: outside every cell
+                for name in self.levels.names:
+                    labels = self.levels.labels[name]
+                    data[name] = np.concatenate([labels, tail])[unit_idx]
         else:
             data["unit"] = none.copy()
         data["area_m2"] = area.astype(float)
@@ -616,21 +632,23 @@ def _geoms(frame: gpd.GeoDataFrame) -> np.ndarray:
     return np.asarray(frame.geometry.array, dtype=object)
 
 
-def _concat(frames: Sequence[pd.DataFrame], crs: str) -> gpd.GeoDataFrame:
-    cols = [*PIECE_COLUMNS, "geometry"]
+def _concat(
+    frames: Sequence[pd.DataFrame], crs: str, columns: Sequence[str] = PIECE_COLUMNS
+) -> gpd.GeoDataFrame:
+    cols = [*columns, "geometry"]
     frames = [f for f in frames if len(f)]
     df = (
         pd.concat(frames, ignore_index=True)
         if frames
         else pd.DataFrame({c: pd.Series([], dtype=object) for c in cols})
     )
-    for c in PIECE_COLUMNS:
+    for c in columns:
         if c in ("area_m2", "area_mu"):
             df[c] = df[c].astype(float)
         else:
             df[c] = df[c].astype(object).where(df[c].notna(), None)
     return gpd.GeoDataFrame(
-        df[list(PIECE_COLUMNS)],
+        df[list(columns)],
         geometry=gpd.array.from_shapely(
             np.asarray(df["geometry"], dtype=object), crs=crs
         ),
@@ -638,13 +656,21 @@ def _concat(frames: Sequence[pd.DataFrame], crs: str) -> gpd.GeoDataFrame:
     )
 
 
-def sort_pieces(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Sort pieces by SPEC §6's keys compared as text, nulls first."""
+def sort_pieces(
+    frame: gpd.GeoDataFrame, columns: Sequence[str] = PIECE_COLUMNS
+) -> gpd.GeoDataFrame:
+    """Sort pieces by SPEC §6's keys compared as text, nulls first.
+
+    With levels of units, the level columns (``columns`` between ``unit`` and
+    ``area_m2``) follow as keys: a unit split between two units above it gives
+    a piece in each.
+    """
     if not len(frame):
         return frame
     keys = pd.DataFrame(index=frame.index)
     names = []
-    for c in SORT_COLUMNS:
+    extra = list(columns[columns.index("unit") + 1 : columns.index("area_m2")])
+    for c in [*SORT_COLUMNS, *extra]:
         col = frame[c]
         keys[f"{c}.set"] = col.notna().to_numpy()
         keys[f"{c}.text"] = [

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan.areas import UnionAreas, area_m2, to_mu
-from multiplan.layers import unit_names
+from multiplan.areas import UnionAreas, to_mu
+from multiplan.levels import Levels, build_levels, level_names, per_level
 from multiplan.schema import BY_UNIT_COLUMNS, SUMMARY_COLUMNS, UNITS_COLUMNS
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ def summarise(
     layers: Layers,
     *,
     workers: int = 1,
+    levels: Levels | None = None,
 ) -> Summaries:
     """Return the summary tables of a check's pieces.
 
@@ -65,13 +66,31 @@ def summarise(
         For the working CRS, the area mode and the units layer.
     workers
         Threads for the overlap test and the unions.
+    levels
+        The levels of units (built from the project when not given). With
+        several, ``by_unit`` and ``units`` have a first column ``level`` and a
+        block of rows per level (SPEC §14).
     """
     unions = piece_unions(pieces, project, workers=workers, layers=layers, rules=rules)
     summary = build_summary(pieces, rules, unions)
+    names = level_names(project)
+    if levels is None and names and all(n in layers for n in project.units):
+        levels = build_levels(project, layers)
     by_unit = units = None
-    if project.unit_layer:
-        by_unit = build_by_unit(pieces, rules, unions)
-        units = build_units(pieces, unions, unit_areas(project, layers))
+    if names:
+        own = levels.own if levels is not None else {}
+        by_unit = per_level(
+            levels, lambda key: build_by_unit(pieces, rules, unions, column=key)
+        )
+        units = per_level(
+            levels,
+            lambda key: build_units(
+                pieces,
+                unions,
+                own.get(key if key != "unit" else names[0], {}),
+                column=key,
+            ),
+        )
     return Summaries(summary, by_unit, units, build_totals(pieces, unions))
 
 
@@ -249,11 +268,18 @@ def _unit_order(unit: object) -> tuple[bool, str]:
 
 
 def build_by_unit(
-    pieces: pd.DataFrame, rules: Sequence[Rule], unions: UnionAreas
+    pieces: pd.DataFrame,
+    rules: Sequence[Rule],
+    unions: UnionAreas,
+    *,
+    column: str = "unit",
 ) -> pd.DataFrame:
-    """Return by_unit.csv: per unit (nulls first, then by name) and rule (pack order) with pieces."""
+    """Return by_unit.csv: per unit (nulls first, then by name) and rule (pack order) with pieces.
+
+    ``column`` names the pieces' column that holds the unit (a level's, SPEC §14).
+    """
     order = {r.id: i for i, r in enumerate(rules)}
-    keys = _pairs(_column(pieces, "unit"), _column(pieces, "rule_id"))
+    keys = _pairs(_column(pieces, column), _column(pieces, "rule_id"))
     area = unions.by(keys)
     counts: dict[tuple[Any, Any], int] = {}
     for k in keys.tolist():
@@ -277,25 +303,20 @@ def build_by_unit(
     return out
 
 
-def unit_areas(project: Project, layers: Layers) -> dict[str, float]:
-    """Return each unit's own area in m² (names are unique: :func:`multiplan.layers.unit_names`)."""
-    name = project.unit_layer
-    if not name or name not in layers:
-        return {}
-    geoms = np.asarray(layers[name].geometry.array, dtype=object)
-    areas = area_m2(geoms, project.working_crs, project.area)
-    return dict(zip(unit_names(project, layers).tolist(), areas.tolist(), strict=True))
-
-
 def build_units(
-    pieces: pd.DataFrame, unions: UnionAreas, own: dict[str, float]
+    pieces: pd.DataFrame,
+    unions: UnionAreas,
+    own: Mapping[str, float],
+    *,
+    column: str = "unit",
 ) -> pd.DataFrame:
     """Return units.csv: per unit the union of *all* rules' pieces, its share, and per severity.
 
     Every unit gets a row (sorted by name), conflicts or not; a first row with
-    ``unit`` empty holds land in no unit when there is any.
+    ``unit`` empty holds land in no unit when there is any. ``column`` names the
+    pieces' column that holds the unit (a level's, SPEC §14).
     """
-    units = _column(pieces, "unit")
+    units = _column(pieces, column)
     sev = _column(pieces, "severity")
     area = unions.by(units)
     by_sev = unions.by(_pairs(units, sev))

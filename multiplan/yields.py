@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 
 from multiplan.areas import area_m2, to_mu, union_area
 from multiplan.errors import InputError, ManifestError
@@ -33,8 +32,8 @@ from multiplan.layers import (
     Layers,
     ensure_layers,
     public_fields,
-    unit_names,
 )
+from multiplan.levels import build_levels, per_level, units_at
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -61,6 +60,8 @@ class YieldResult:
     by_park: pd.DataFrame | None
     scenarios: pd.DataFrame
     notes: Mapping[str, Any]
+    levels: tuple[str, ...] = ()
+    """With several levels of units, their names: a column each after ``unit``."""
 
     def files(self) -> dict[str, Writer]:
         """Return yield.gpkg, yield.csv, yield_by_unit.csv, yield_by_park.csv, scenarios.csv as writers."""
@@ -68,6 +69,7 @@ class YieldResult:
         cols = [
             "id",
             "unit",
+            *[c for c in p.columns if c in self.levels],
             "area_m2",
             AREA_MU,
             *[i.id for i in self.spec.indicators],
@@ -180,6 +182,7 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
     """
     working = project.working_crs
     notes: dict[str, Any] = {}
+    levels = build_levels(project, layers) if spec.parcels is not None else None
     if spec.parcels is None:
         parcels = gpd.GeoDataFrame(
             {"id": []}, geometry=gpd.GeoSeries([], crs=project.crs), crs=project.crs
@@ -217,9 +220,9 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
                 columns={c: f"{c}_table" for c in table.columns if c in attrs.columns}
             )
             attrs = attrs.join(table)
-        units = _unit_of(project, layers, geoms)
+        units = units_at(levels, geoms)
         parcels = gpd.GeoDataFrame(
-            {"id": data.index.to_numpy(dtype=object), "unit": units},
+            {"id": data.index.to_numpy(dtype=object), **units},
             geometry=gpd.array.from_shapely(geoms, crs=project.crs),
             crs=project.crs,
         )
@@ -294,7 +297,8 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
         parcels["grade"] = pd.Series(
             _grades(parcels, spec, exempt), dtype=object, index=parcels.index
         )
-        parcels["unit"] = pd.Series(units, dtype=object, index=parcels.index)
+        for key, names in units.items():
+            parcels[key] = pd.Series(names, dtype=object, index=parcels.index)
         reason = np.full(len(parcels), None, dtype=object)
         reason[exempt] = "exempt"
         ungraded = ~exempt & np.array([g is None for g in parcels["grade"]], dtype=bool)
@@ -304,7 +308,7 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
             ]
         parcels["reason"] = pd.Series(reason, dtype=object, index=parcels.index)
         notes["ungraded"] = int(ungraded.sum()) if spec.grading is not None else 0
-    by_unit = aggregate(parcels, spec, "unit")
+    by_unit = per_level(levels, lambda key: aggregate(parcels, spec, key))
     by_park = aggregate(parcels, spec, "park") if "park" in parcels.columns else None
     scenarios = compute_scenarios(spec.scenarios, project, layers)
     return YieldResult(
@@ -314,6 +318,7 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
         by_park=by_park,
         scenarios=scenarios,
         notes=notes,
+        levels=levels.names if levels is not None and levels.multi else (),
     )
 
 
@@ -326,23 +331,6 @@ def _field(attrs: pd.DataFrame, name: str, project: Project, key: str) -> np.nda
             hint=f"Fields are: {', '.join(public_fields(attrs))}",
         )
     return pd.to_numeric(attrs[name], errors="coerce").to_numpy(dtype=float)
-
-
-def _unit_of(project: Project, layers: Layers, geoms: np.ndarray) -> np.ndarray:
-    """Return the unit holding each parcel's representative point (None outside every unit)."""
-    out = np.full(len(geoms), None, dtype=object)
-    unit_layer = project.unit_layer
-    if not unit_layer or unit_layer not in layers or not len(geoms):
-        return out
-    uf = layers[unit_layer]
-    names = unit_names(project, layers)
-    pts = shapely.point_on_surface(geoms)
-    ip, iu = shapely.STRtree(np.asarray(uf.geometry.array, dtype=object)).query(
-        pts, predicate="within"
-    )
-    first = np.unique(ip, return_index=True)
-    out[first[0]] = names[iu[first[1]]]
-    return out
 
 
 def _score(parcels: pd.DataFrame, spec: YieldSpec, exempt: np.ndarray) -> np.ndarray:
@@ -528,6 +516,7 @@ def yield_layers_needed(project: Project) -> list[str]:
         spec.parcels,
         spec.revenue.raster if spec.revenue else None,
         *[s.layer for s in spec.scenarios],
-        project.unit_layer,
+        *project.units,
+        project.boundary if project.grid else None,
     ]
     return [n for n in dict.fromkeys(names) if n]

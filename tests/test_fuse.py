@@ -11,7 +11,8 @@ from helpers import DEMO, X0, Y0
 import multiplan
 from multiplan.cli import main
 from multiplan.layers import CLASS_COL, read_layers
-from multiplan.onemap import build_faces, fuse_layers
+from multiplan.noding import build_faces
+from multiplan.onemap import fuse_layers
 from multiplan.patches import number_patches
 from multiplan.project import read_project
 
@@ -326,7 +327,8 @@ def test_every_face_lies_in_the_features_it_names():
     b = gpd.GeoDataFrame({"k": range(20)}, geometry=polys[20:], crs=4549)
     a.index = pd.Index([f"a{i}" for i in range(20)], name="id")
     b.index = pd.Index([f"b{i}" for i in range(20)], name="id")
-    from multiplan.onemap import _cover, node_faces
+    from multiplan.noding import cover as _cover
+    from multiplan.noding import node_faces
 
     faces = node_faces([a.geometry.values, b.geometry.values], None)
     for frame in (a, b):

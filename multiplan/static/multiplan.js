@@ -25,6 +25,7 @@ function multiplanDraw(map, D) {
     if (k === 'units') return {color: '#555', weight: 1, dashArray: '2 4', fill: false};
     if (k === 'yield') return {color: '#444', weight: 0.6, fillColor: D.grades[p[1]] || '#bbbbbb', fillOpacity: 0.8};
     if (k === 'site') return {color: '#0050ff', weight: 4, fill: true, fillOpacity: 0.05};
+    if (k === 'grid') return p[3] === null ? {color: '#888', weight: 0.5, fill: false} : {color: '#888', weight: 0.5, fillColor: D.choropleth[p[3]], fillOpacity: 0.7};
     s = group.style || {};
     return {color: s.color || '#444', weight: group.features.length > 100 ? 0.7 : 1.5, dashArray: s.dashArray, fillColor: s.fillColor || s.color, fillOpacity: s.fillColor ? 0.25 : 0, fill: !!s.fillColor};
   }
@@ -53,6 +54,9 @@ function multiplanDraw(map, D) {
         row(t, L_['area'], areaText(p[5]));
       } else if (k === 'site') {
         row(t, L_['site_area'], areaText(p[1]));
+      } else if (k === 'grid') {
+        row(t, L_['grid_cell'], p[0]); row(t, L_['in_conflict'], areaText(p[1]));
+        if (p[2] !== null) row(t, L_['share'], fmt(p[2] * 100, 1) + ' %');
       } else {
         if (p[0] !== null) row(t, L_['id'], p[0]);
         if (p[1] !== null) row(t, L_['class'], clsName(p[1]));
@@ -72,7 +76,7 @@ function multiplanDraw(map, D) {
   // ---------------------------------------------------------------- groups and the search index
   var layers = {}, index = {}, counts = {conflicts: 0};
   // a search opens the most telling hit first: a conflict, then a patch, a zone, a parcel
-  var RANK = {conflicts: 0, patches: 1, site: 1, zone: 2, yield: 3, points: 3, units: 4, plan: 5};
+  var RANK = {conflicts: 0, patches: 1, site: 1, zone: 2, yield: 3, points: 3, units: 4, grid: 4, plan: 5};
   function remember(id, layer) { if (id === null || id === undefined) return; var k = String(id).toLowerCase(); (index[k] = index[k] || []).push(layer); }
   D.groups.forEach(function (group) {
     var fg = L.featureGroup(), kind = group.kind;
@@ -168,6 +172,7 @@ function multiplanDraw(map, D) {
     if (visible('patches')) { b.appendChild(el('h4', L_['patches'])); ['02', '03'].forEach(function (k) { line(swatch(D.diff[k], D.diff[k]), k + ' ' + L_['diff_' + k]); }); }
     var zones = D.groups.filter(function (g) { return g.kind === 'zone' && map.hasLayer(layers[g.name]); });
     if (zones.length) { b.appendChild(el('h4', L_['group_controls'])); zones.forEach(function (g) { var s = g.style || {}; line(swatch(s.fillColor, s.color, !!s.dashArray), g.title); }); }
+    if (visible('grid')) { b.appendChild(el('h4', L_['grid_level'] + ' · ' + L_['share'])); var lo = 0; D.choropleth.forEach(function (c, i) { var hi = D.breaks[i]; line(swatch(c, '#888'), hi === undefined ? '> ' + fmt(lo * 100, 0) + ' %' : fmt(lo * 100, 0) + '–' + fmt(hi * 100, 0) + ' %'); lo = hi; }); }
     if (visible('yield')) { b.appendChild(el('h4', L_['yield_grade'])); ['A', 'B', 'C', 'D'].forEach(function (k) { line(swatch(D.grades[k], '#444'), k); }); }
     if (visible('plan') || visible('faces')) { b.appendChild(el('h4', L_['class'])); D.level1.forEach(function (k) { line(swatch(k[2], '#777'), k[0] + ' ' + k[1]); }); }
   }

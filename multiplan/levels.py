@@ -1,0 +1,273 @@
+"""Levels of units (SPEC §14): admin units from the largest level down, and the grid.
+
+``units = ["towns", "communities"]`` rolls conflicts up the 市/区/街/居 levels;
+``[project] grid = 1000`` adds square management cells (网格化管理) as the last
+level. Pieces are split at the borders of the *cells*: the faces of the overlay of
+every level, so that a community that straddles two towns is split between them,
+never assigned to one by a guess. Each cell knows its unit at every level.
+
+With one ``units`` layer and no grid the cells are that layer's features, as
+before levels existed (SPEC §6's form).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from multiplan.areas import area_m2
+from multiplan.layers import Layers, unit_names
+from multiplan.noding import covering_pairs, node_faces
+from multiplan.schema import PIECE_COLUMNS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from multiplan.specs import Project
+
+GRID_LEVEL = "grid"
+"""The name of the grid's level: its column in conflicts.gpkg and its ``level`` in the tables."""
+
+
+@dataclass(frozen=True)
+class Levels:
+    """The levels of a project's units, and the cells pieces are split at.
+
+    Attributes
+    ----------
+    names
+        The levels from the largest down: the ``units`` layers, then ``grid``.
+    cells
+        The smallest cells: the faces of the overlay of every level (one
+        geometry per combination of units), or the units themselves with one level.
+    labels
+        Per level, the name of the unit each cell lies in (``None`` where no unit
+        of that level covers it).
+    own
+        Per level, each unit's own area in m² (a grid cell's inside the boundary).
+    grid
+        The grid's cells (``name``, geometry, clipped to the boundary), or ``None``.
+    """
+
+    names: tuple[str, ...]
+    cells: np.ndarray
+    labels: Mapping[str, np.ndarray]
+    own: Mapping[str, Mapping[str, float]]
+    grid: gpd.GeoDataFrame | None = None
+
+    @property
+    def multi(self) -> bool:
+        """Return whether the tables take the per-level form (a ``level`` column)."""
+        return len(self.names) > 1
+
+    @property
+    def smallest(self) -> np.ndarray:
+        """Return the name of each cell's unit at the smallest level (the ``unit`` column)."""
+        return self.labels[self.names[-1]]
+
+
+def units_at(levels: Levels | None, geoms: np.ndarray) -> dict[str, np.ndarray]:
+    """Return, per level, the unit holding each geometry's representative point.
+
+    ``unit`` is the smallest level's; with several levels a key per level
+    follows. A point outside every cell gets ``None``. Parcels and patches are
+    assigned whole, by their point (pieces are split instead).
+    """
+    n = len(geoms)
+    if levels is None:
+        return {"unit": np.full(n, None, dtype=object)}
+    cell = np.full(n, -1, dtype=np.intp)
+    if n and len(levels.cells):
+        pts = shapely.point_on_surface(geoms)
+        ip, ic = shapely.STRtree(levels.cells).query(pts, predicate="within")
+        first = np.unique(ip, return_index=True)
+        cell[first[0]] = ic[first[1]]
+    tail = np.array([None], dtype=object)
+    out = {"unit": np.concatenate([levels.smallest, tail])[cell]}
+    if levels.multi:
+        for name in levels.names:
+            out[name] = np.concatenate([levels.labels[name], tail])[cell]
+    return out
+
+
+def per_level(
+    levels: Levels | None,
+    build: Callable[[str], pd.DataFrame],
+) -> pd.DataFrame:
+    """Return a per-unit table: ``build("unit")`` with one level, else a block per level.
+
+    With several levels each block is ``build(level)`` with its key column
+    renamed ``unit`` and a first column ``level`` (SPEC §14).
+    """
+    if levels is None or not levels.multi:
+        return build("unit")
+    blocks = []
+    for name in levels.names:
+        table = build(name).rename(columns={name: "unit"})
+        table.insert(0, "level", pd.Series([name] * len(table), dtype=object))
+        blocks.append(table)
+    return pd.concat(blocks, ignore_index=True)
+
+
+def level_names(project: Project) -> tuple[str, ...]:
+    """Return the levels of a project: its ``units`` layers, then ``grid`` with a grid."""
+    return (*project.units, *((GRID_LEVEL,) if project.grid else ()))
+
+
+def piece_columns(levels: Levels | None) -> tuple[str, ...]:
+    """Return the columns of the pieces: SPEC §6's, with a column per level after ``unit``.
+
+    Examples
+    --------
+    >>> lv = Levels(("towns", "grid"), np.array([]), {}, {})
+    >>> piece_columns(lv)[8:11]
+    ('unit', 'towns', 'grid')
+    >>> piece_columns(None) == PIECE_COLUMNS
+    True
+    """
+    if levels is None or not levels.multi:
+        return PIECE_COLUMNS
+    at = PIECE_COLUMNS.index("unit") + 1
+    return (*PIECE_COLUMNS[:at], *levels.names, *PIECE_COLUMNS[at:])
+
+
+def build_levels(project: Project, layers: Layers) -> Levels | None:
+    """Return the project's levels of units, or ``None`` when it has none.
+
+    Raises
+    ------
+    LayerError
+        For a unit with no name, or two units of one level with one name.
+    """
+    names = level_names(project)
+    if not names:
+        return None
+    sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    own: dict[str, dict[str, float]] = {}
+    for name in project.units:
+        geoms = np.asarray(layers[name].geometry.array, dtype=object)
+        labels = unit_names(project, layers, name)
+        sets[name] = (geoms, labels)
+        own[name] = _areas(project, geoms, labels)
+    grid = None
+    if project.grid:
+        grid = grid_cells(project, layers)
+        geoms = np.asarray(grid.geometry.array, dtype=object)
+        labels = grid["name"].to_numpy(dtype=object)
+        sets[GRID_LEVEL] = (geoms, labels)
+        own[GRID_LEVEL] = _areas(project, geoms, labels)
+    if len(names) == 1:
+        geoms, labels = sets[names[0]]
+        return Levels(names, geoms, {names[0]: labels}, own, grid)
+    cells, cell_labels = _cells(names, sets)
+    return Levels(names, cells, cell_labels, own, grid)
+
+
+def _areas(project: Project, geoms: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    areas = area_m2(geoms, project.working_crs, project.area)
+    return dict(zip(labels.tolist(), areas.tolist(), strict=True))
+
+
+def _cells(
+    names: tuple[str, ...], sets: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Return the faces of the overlay of every level, merged by their units."""
+    faces = node_faces([sets[n][0] for n in names], None)
+    n = len(faces.geoms)
+    labels: dict[str, np.ndarray] = {}
+    for name in names:
+        geoms, units = sets[name]
+        fi, gi = covering_pairs(faces, geoms)
+        col = np.full(n, None, dtype=object)
+        first = np.unique(fi, return_index=True)[1]  # pairs are sorted by face
+        col[fi[first]] = units[gi[first]]
+        labels[name] = col
+    key = pd.MultiIndex.from_arrays(
+        [pd.Series(labels[nm], dtype=object).fillna("\0") for nm in names]
+    )
+    codes, _uniques = pd.factorize(key, sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    groups = np.split(order, bounds)
+    cells = np.array(
+        [
+            shapely.coverage_union_all(faces.geoms[g])
+            if len(g) > 1
+            else faces.geoms[g[0]]
+            for g in groups
+        ],
+        dtype=object,
+    )
+    firsts = np.array([g[0] for g in groups], dtype=np.intp)
+    return cells, {nm: labels[nm][firsts] for nm in names}
+
+
+def grid_cells(
+    project: Project, layers: Mapping[str, gpd.GeoDataFrame]
+) -> gpd.GeoDataFrame:
+    """Return the management grid: square cells of ``[project] grid`` metres.
+
+    The grid is anchored at the lower-left corner of the boundary (of the
+    largest level of units without one; of every layer read without either),
+    snapped down to the metre. Cells are named ``G{col:03d}{row:03d}`` counting
+    from 0 at the lower left, and clipped to the boundary; cells outside it are
+    left out.
+    """
+    size = float(project.grid or 0)
+    area = _extent(project, layers)
+    x0, y0, x1, y1 = shapely.bounds(area) if area is not None else (0, 0, 0, 0)
+    x0, y0 = math.floor(x0), math.floor(y0)
+    cols = max(1, math.ceil((x1 - x0) / size))
+    rows = max(1, math.ceil((y1 - y0) / size))
+    cc, rr = np.meshgrid(np.arange(cols), np.arange(rows), indexing="ij")
+    c, r = cc.ravel(), rr.ravel()
+    squares = shapely.box(
+        x0 + c * size, y0 + r * size, x0 + (c + 1) * size, y0 + (r + 1) * size
+    )
+    names = np.array(
+        [f"G{i:03d}{j:03d}" for i, j in zip(c, r, strict=True)], dtype=object
+    )
+    if area is not None:
+        shapely.prepare(area)
+        inside = shapely.intersects(area, squares)
+        squares, names = squares[inside], names[inside]
+        covered = shapely.covers(area, squares)
+        squares = np.where(covered, squares, shapely.intersection(squares, area))
+        squares = _polygonal(squares)
+        keep = shapely.area(squares) > 0
+        squares, names = squares[keep], names[keep]
+    return gpd.GeoDataFrame(
+        {"name": pd.Series(names, dtype=object)},
+        geometry=gpd.array.from_shapely(squares, crs=project.crs),
+        crs=project.crs,
+    )
+
+
+def _extent(
+    project: Project, layers: Mapping[str, gpd.GeoDataFrame]
+) -> shapely.Geometry | None:
+    """Return the area the grid covers: the boundary, else the largest units, else every layer."""
+    for name in (project.boundary, *project.units):
+        if name and name in layers and len(layers[name]):
+            return shapely.union_all(
+                np.asarray(layers[name].geometry.array, dtype=object)
+            )
+    boxes = [shapely.box(*layers[n].total_bounds) for n in layers if len(layers[n])]
+    return shapely.envelope(shapely.union_all(boxes)) if boxes else None
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Keep the polygonal parts of intersections (a cell touching the boundary at a line)."""
+    out = geoms.copy()
+    mixed = shapely.get_type_id(geoms) == 7
+    for i in np.flatnonzero(mixed):
+        parts = shapely.get_parts(geoms[i])
+        polys = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
+        out[i] = shapely.union_all(polys) if len(polys) else shapely.Polygon()
+    return out
