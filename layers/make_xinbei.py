@@ -933,6 +933,96 @@ with rasterio.open(
     ds.write(noise, 1)
     ds.update_tags(units="dB", description="机场噪声 LAeq (synthetic)")
 
+# ---------------------------------------------------------------- communities (村/社区) under the towns
+# (generated after every other layer, with their own random stream, so that adding
+# them changed nothing else)
+rng2 = np.random.default_rng(SEED + 1)
+VILLAGES = ["东", "西", "南", "北", "中", "新", "河", "桥", "塘", "庄", "湾", "港"]
+comm_names, comm_codes, comm_towns, comm_geoms = [], [], [], []
+for t_i, (tname, tgeom) in enumerate(zip(towns["name"], towns.geometry, strict=True)):
+    k = int(rng2.integers(4, 9))
+    x0_, y0_, x1_, y1_ = tgeom.bounds
+    seeds_: list = []
+    while len(seeds_) < k:
+        p_ = shapely.Point(rng2.uniform(x0_, x1_), rng2.uniform(y0_, y1_))
+        if tgeom.contains(p_):
+            seeds_.append(p_)
+    vcells = shapely.get_parts(
+        shapely.voronoi_polygons(
+            shapely.MultiPoint(seeds_), extend_to=tgeom.buffer(1000)
+        )
+    )
+    short = tname[:-1] if tname.endswith("镇") else tname[:-2]
+    order_ = np.argsort([-c.centroid.y for c in vcells], kind="stable")
+    for j, ci in enumerate(order_):
+        g = polygonal(vcells[ci].intersection(tgeom))
+        if g.is_empty:
+            continue
+        kind = "社区" if j % 3 == 0 else "村"
+        comm_names.append(f"{short}{VILLAGES[j % len(VILLAGES)]}{kind}")
+        comm_codes.append(f"{towns['code'].iloc[t_i]}{j + 1:03d}")
+        comm_towns.append(tname)
+        comm_geoms.append(g)
+communities = gpd.GeoDataFrame(
+    {"name": comm_names, "code": comm_codes, "town": comm_towns},
+    geometry=comm_geoms,
+    crs=WORK,
+)
+print(f"communities: {len(communities)}")
+
+# ---------------------------------------------------------------- 土规 2024 修编: a second edition
+# a plausible revision: farmland around the parks turned to industry, a new road
+# corridor cut through the parcels it crosses, and a few parcels dropped
+tg24 = tugui.copy()
+near_parks = shapely.union_all([g.buffer(1200) for g in park_geoms])
+pos = shapely.point_on_surface(tg24.geometry.values)
+farm = tg24["DLBM"].str.startswith("01").to_numpy()
+to_industry = (
+    farm
+    & shapely.contains_xy(near_parks, *shapely.get_coordinates(pos).T)
+    & (rng2.uniform(size=len(tg24)) < 0.6)
+)
+tg24.loc[to_industry, "DLBM"] = "0601"
+corridor_line = shapely.LineString(
+    [xy(119.80, 31.965), xy(119.86, 31.95), xy(119.93, 31.955), xy(119.99, 31.935)]
+)
+corridor = corridor_line.buffer(30, cap_style="flat").intersection(B)
+hit = shapely.intersects(tg24.geometry.values, corridor)
+road_parts = shapely.intersection(tg24.geometry.values[hit], corridor)
+tg24.loc[hit, "geometry"] = [
+    polygonal(g) for g in shapely.difference(tg24.geometry.values[hit], corridor)
+]
+drop = rng2.choice(len(tg24), size=40, replace=False)
+keep24 = np.ones(len(tg24), dtype=bool)
+keep24[drop] = False
+keep24 &= ~shapely.is_empty(tg24.geometry.values) & (
+    shapely.area(tg24.geometry.values) > 1
+)
+tg24 = tg24[keep24]
+roads24 = gpd.GeoDataFrame(
+    {
+        "BSM": [f"320411{len(tugui) + 1 + i:08d}" for i in range(int(hit.sum()))],
+        "DLBM": "1004",
+        "DLMC": DLMC["1004"],
+        "QSXZ": "10",
+        "ZLDWMC": town_of(shapely.point_on_surface(road_parts)),
+        "TBMJ": 0.0,
+        "GHNF": "2035",
+    },
+    geometry=[polygonal(g) for g in road_parts],
+    crs=WORK,
+)
+roads24 = roads24[shapely.area(roads24.geometry.values) > 1]
+tugui_2024 = pd.concat([tg24, roads24], ignore_index=True)
+tugui_2024["DLMC"] = [DLMC[cd] for cd in tugui_2024["DLBM"]]
+tugui_2024["TBMJ"] = np.round(shapely.area(tugui_2024.geometry.values), 2)
+tugui_2024["XBBB"] = "2024修编"
+tugui_2024 = gpd.GeoDataFrame(tugui_2024, geometry="geometry", crs=WORK)
+print(
+    f"tugui_2024: {len(tugui_2024)} parcels ({int(to_industry.sum())} farmland to industry, "
+    f"{int(hit.sum())} cut by the corridor, {len(drop)} dropped)"
+)
+
 # ---------------------------------------------------------------- write, each as its bureau delivers it
 for old in OUT.glob("*"):
     if old.is_file() and old.name not in (
@@ -952,6 +1042,9 @@ pyogrio.write_dataframe(
     layer_options={"RFC7946": "YES", "COORDINATE_PRECISION": 7},
 )
 pyogrio.write_dataframe(towns, OUT / "towns.gpkg", layer="towns")
+pyogrio.write_dataframe(communities, OUT / "communities.gpkg", layer="communities")
+# the 2024 revision of the 土规, as the land bureau now delivers it: a GeoPackage in EPSG:4549
+pyogrio.write_dataframe(tugui_2024, OUT / "tugui_2024.gpkg", layer="tdlyztgh_2024")
 # 土规: the land bureau's GBK shapefile, zone-prefixed (EPSG:4528), no .cpg
 tg = tugui.copy()
 tg["geometry"] = shapely.transform(
@@ -1012,6 +1105,8 @@ total = (
     + len(rail)
     + len(eldercare)
     + len(towns)
+    + len(communities)
+    + len(tugui_2024)
     + 1
 )
 print(f"wrote {OUT}: {total} features in all")

@@ -34,6 +34,7 @@ from multiplan.version import __version__
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from multiplan.editions import DiffResult, diff
     from multiplan.layers import Layers, read_layers
     from multiplan.onemap import FuseResult, fuse
     from multiplan.overlay import conflicts
@@ -55,6 +56,8 @@ _API = {
     "check": "multiplan.rulecheck",
     "CheckResult": "multiplan.rulecheck",
     "conflicts": "multiplan.overlay",
+    "diff": "multiplan.editions",
+    "DiffResult": "multiplan.editions",
     "fuse": "multiplan.onemap",
     "FuseResult": "multiplan.onemap",
     "screen_site": "multiplan.site",
@@ -68,6 +71,7 @@ _API = {
 __all__ = [
     "CheckResult",
     "CrosswalkError",
+    "DiffResult",
     "FuseResult",
     "InputError",
     "LayerError",
@@ -85,6 +89,7 @@ __all__ = [
     "__version__",
     "check",
     "conflicts",
+    "diff",
     "fuse",
     "land_yield",
     "read_layers",

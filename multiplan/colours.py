@@ -13,6 +13,13 @@ SEVERITY_COLOURS = {"high": "#d7191c", "medium": "#f28e2b", "low": "#e6c619"}
 """Conflict severity: red, orange, yellow."""
 DIFF_COLOURS = {"01": "#9e9e9e", "02": "#e7298a", "03": "#1b9e77", "04": "#d9d9d9"}
 """两规差异 classes: 02 (construction only in the first plan) magenta, 03 teal."""
+CHANGE_COLOURS = {
+    "added": "#1a9641",
+    "removed": "#7b3294",
+    "reclassified": "#fdae61",
+    "same": "#d9d9d9",
+}
+"""Plan editions compared: land added (green), removed (purple), reclassified (orange)."""
 #: Fill colours by 用地用海 level-1 class, after the usual planning colours.
 CLASS_COLOURS = {
     "01": "#f3eea2",

@@ -144,11 +144,21 @@ def _attributes(frame: pd.DataFrame, row: int) -> list[list[str]]:
     return out
 
 
-SECTIONS = ("site", "conflicts", "onemap", "controls", "plans", "yield", "base")
+SECTIONS = (
+    "site",
+    "conflicts",
+    "changes",
+    "onemap",
+    "controls",
+    "plans",
+    "yield",
+    "base",
+)
 """The layer panel's sections, in order; each group belongs to one."""
 SECTION_LABELS = {
     "site": "site",
     "conflicts": "group_conflicts",
+    "changes": "group_changes",
     "onemap": "group_onemap",
     "controls": "group_controls",
     "plans": "group_plans",
@@ -247,6 +257,14 @@ def layer_group(
             if e
         ]
     group = _group(layer.name, layer.spec.label, kind, feats, **extra)
+    if kind == "units" and len(project.units) > 1:
+        # the largest level drawn boldest, the smallest as a fine dashed line
+        depth = project.units.index(layer.name)
+        group["style"] = {
+            "weight": max(0.6, 2.0 - 0.7 * depth),
+            "dashArray": None if depth == 0 else "2 4",
+        }
+        group["on"] = depth == 0  # the smaller levels are a click away
     if kind == "zone":
         tag = next((c for c in pd.unique(cls) if isinstance(c, str)), None)
         stroke, fill, dash = ZONE_STYLES.get(tag or "", _OTHER_ZONE)

@@ -90,6 +90,7 @@ DIFF_FILES = (
     "transitions_by_unit.csv",
     "changes.xlsx",
     "changes.html",
+    "transitions.html",
 )
 OWNED: Mapping[str, tuple[str, ...]] = {
     "check": CHECK_FILES + YIELD_FILES,

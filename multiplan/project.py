@@ -102,7 +102,7 @@ def read_project(path: str | Path) -> Project:
     --------
     >>> project = read_project("layers/xinbei/project.toml")
     >>> project.name, project.crs, project.units, project.fusion.compare
-    ('xinbei', 'EPSG:4549', ('towns',), ('chenggui', 'tugui'))
+    ('xinbei', 'EPSG:4549', ('towns', 'communities'), ('chenggui', 'tugui'))
     """
     path = Path(path)
     if not path.is_file():

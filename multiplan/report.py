@@ -61,8 +61,14 @@ def report_writer(result: CheckOutcome, *, lang: Lang = "zh") -> Callable[[Path]
     return write
 
 
-def _e(value: object) -> str:
-    """HTML-escape any value for the report (also backtick, dollar and backslash, as the map)."""
+def escape(value: object) -> str:
+    """HTML-escape any value for a report (also backtick, dollar and backslash, as the map).
+
+    Examples
+    --------
+    >>> escape("<b>西夏墅镇</b>"), escape(None)
+    ('&lt;b&gt;西夏墅镇&lt;/b&gt;', '')
+    """
     text = (
         ""
         if value is None or (isinstance(value, float) and np.isnan(value))
@@ -72,6 +78,9 @@ def _e(value: object) -> str:
     for ch in "`$\\":
         out = out.replace(ch, f"&#{ord(ch)};")
     return out
+
+
+_e = escape
 
 
 def _bars(
@@ -242,6 +251,7 @@ def _unit_section(
     """Return the per-unit tables of one level: by rule, the units table and its chart."""
     no_unit = label("no_unit", "en" if lang == "en" else "zh")
     suffix = f" · {_e(level)}" if level else ""
+    head = _e(level) if level else L("unit")
     shown = units
     note = ""
     if len(units) > UNIT_ROWS:
@@ -268,7 +278,7 @@ def _unit_section(
         order = [r.id for r in result.rules if r.id in pivot.columns]
         pivot = pivot[order]
         parts.append(
-            f"<h2>{L('by_unit')}{suffix} ({L('mu')})</h2>{note}<table><tr><th>{L('unit')}</th>"
+            f"<h2>{L('by_unit')}{suffix} ({L('mu')})</h2>{note}<table><tr><th>{head}</th>"
             + "".join(f"<th>{_e(c)}</th>" for c in order)
             + "</tr>"
         )
@@ -281,7 +291,7 @@ def _unit_section(
         parts.append("</table>")
     total = result.totals.get("all", 0.0)
     parts.append(
-        f"<h2>{L('units_table')}{suffix}</h2>{note}<table><tr><th>{L('unit')}</th><th>{L('unit_area_mu')}</th>"
+        f"<h2>{L('units_table')}{suffix}</h2>{note}<table><tr><th>{head}</th><th>{L('unit_area_mu')}</th>"
         f"<th>{L('pieces')}</th><th>{L('in_conflict')} ({L('mu')})</th><th>{L('share')}</th>"
         f"<th>{L('high')} ({L('mu')})</th><th>{L('medium')} ({L('mu')})</th><th>{L('low')} ({L('mu')})</th></tr>"
     )

@@ -258,7 +258,7 @@ def check(
     >>> project = multiplan.read_project("layers/xinbei/project.toml")
     >>> result = multiplan.check(project, only=["ECO-01"])
     >>> result.summary[["rule_id", "pieces"]].values.tolist()
-    [['ECO-01', 882]]
+    [['ECO-01', 926]]
     """
     workers = overlay.default_workers() if workers is None else max(1, int(workers))
     timings: dict[str, float] = {}

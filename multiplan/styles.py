@@ -13,7 +13,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from multiplan.colours import CLASS_COLOURS, DIFF_COLOURS, SEVERITY_COLOURS
+from multiplan.colours import (
+    CHANGE_COLOURS,
+    CLASS_COLOURS,
+    DIFF_COLOURS,
+    SEVERITY_COLOURS,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -123,6 +128,20 @@ DIFFERENCE_STYLE = LayerStyle(
     (
         ("\"diff_class\" = '02'", "02 仅第一规划为建设用地", DIFF_COLOURS["02"]),
         ("\"diff_class\" = '03'", "03 仅第二规划为建设用地", DIFF_COLOURS["03"]),
+    ),
+)
+
+
+CHANGES_STYLE = LayerStyle(
+    "multiplan: plan editions compared",
+    tuple(
+        (f'"change" = {_quote(c)}', text, CHANGE_COLOURS[c])
+        for c, text in (
+            ("added", "新增 added"),
+            ("removed", "减少 removed"),
+            ("reclassified", "地类变化 reclassified"),
+            ("same", "未变 same"),
+        )
     ),
 )
 

@@ -33,7 +33,12 @@ def test_demo_check_writes_every_output(demo_run):
     assert len(conflicts) == summary["pieces"].sum()
     assert conflicts.crs.to_epsg() == 4549
     by_unit = pd.read_csv(out / "by_unit.csv", encoding="utf-8-sig")
-    assert set(by_unit["unit"].dropna()) <= TOWNS
+    # two levels (towns, then communities): a block of rows each (SPEC §14)
+    assert list(by_unit.columns[:3]) == ["level", "unit", "rule_id"]
+    assert set(by_unit["level"]) == {"towns", "communities"}
+    assert set(by_unit.loc[by_unit["level"] == "towns", "unit"].dropna()) <= TOWNS
+    assert list(conflicts.columns[8:11]) == ["unit", "towns", "communities"]
+    assert (conflicts["unit"] == conflicts["communities"]).all()
     run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert run_info["counts"]["pieces"] == len(conflicts)
     # the closing table names each rule with its 亩

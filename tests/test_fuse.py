@@ -255,7 +255,14 @@ def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
     written = gpd.read_file(tmp_path / "onemap.gpkg", layer="onemap")
     assert len(written) == len(faces)
     d = pd.read_csv(tmp_path / "differences.csv", encoding="utf-8-sig")
-    assert list(d.columns) == ["diff_class", "unit", "patches", "area_m2", "area_mu"]
+    assert list(d.columns) == [
+        "level",
+        "diff_class",
+        "unit",
+        "patches",
+        "area_m2",
+        "area_mu",
+    ]
 
 
 def test_unchanged_demo_keeps_every_patch_number(tmp_path):

@@ -14,7 +14,7 @@ def test_demo_manifest_loads():
     assert p.name == "xinbei"
     assert p.crs == "EPSG:4549"
     assert p.boundary == "district"
-    assert p.units == ("towns",)
+    assert p.units == ("towns", "communities")
     assert (
         p.rules == (DEFAULT_PACK.resolve(),)
         or p.rules[0].resolve() == DEFAULT_PACK.resolve()

@@ -408,7 +408,15 @@ def test_yield_command(tmp_path):
         "scenarios.csv",
     } <= {p.name for p in tmp_path.iterdir()}
     table = pd.read_csv(tmp_path / "yield.csv", encoding="utf-8-sig")
-    assert list(table.columns[:4]) == ["id", "unit", "area_m2", "area_mu"]
+    # the unit at the smallest level, then a column per level (SPEC §14)
+    assert list(table.columns[:6]) == [
+        "id",
+        "unit",
+        "towns",
+        "communities",
+        "area_m2",
+        "area_mu",
+    ]
     assert list(table.columns[-4:]) == ["score", "grade", "exempt", "reason"]
     assert (table["reason"] == "exempt").sum() == 177  # founded 2024 or later
     assert (

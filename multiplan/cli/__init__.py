@@ -17,6 +17,7 @@ import click
 
 from multiplan.cli.check import check_cmd, map_cmd
 from multiplan.cli.describe import layers_cmd, rules_cmd
+from multiplan.cli.diff import diff_cmd
 from multiplan.cli.fuse import fuse_cmd
 from multiplan.cli.options import apply_verbosity, verbosity_options
 from multiplan.cli.site import site_cmd
@@ -52,6 +53,7 @@ for _command in (
     layers_cmd,
     rules_cmd,
     fuse_cmd,
+    diff_cmd,
     site_cmd,
     yield_cmd,
 ):

@@ -22,9 +22,10 @@ function multiplanDraw(map, D) {
     if (k === 'conflicts') { var c = D.severity[(D.rules[p[0]] || {severity: 'low'}).severity]; return {color: c, weight: 1.2, fillColor: c, fillOpacity: 0.55}; }
     if (k === 'patches') { var d = D.diff[p[1]] || '#e7298a'; return {color: d, weight: 1.5, fillColor: d, fillOpacity: 0.45}; }
     if (k === 'boundary') return {color: '#222', weight: 2.5, fill: false};
-    if (k === 'units') return {color: '#555', weight: 1, dashArray: '2 4', fill: false};
+    if (k === 'units') { s = group.style || {}; return {color: '#555', weight: s.weight || 1, dashArray: s.dashArray === undefined ? '2 4' : s.dashArray, fill: false}; }
     if (k === 'yield') return {color: '#444', weight: 0.6, fillColor: D.grades[p[1]] || '#bbbbbb', fillOpacity: 0.8};
     if (k === 'site') return {color: '#0050ff', weight: 4, fill: true, fillOpacity: 0.05};
+    if (k === 'changes') { var cc = D.changes[p[4]] || '#999'; return {color: cc, weight: 0.6, fillColor: cc, fillOpacity: p[4] === 'same' ? 0.35 : 0.7}; }
     if (k === 'grid') return p[3] === null ? {color: '#888', weight: 0.5, fill: false} : {color: '#888', weight: 0.5, fillColor: D.choropleth[p[3]], fillOpacity: 0.7};
     s = group.style || {};
     return {color: s.color || '#444', weight: group.features.length > 100 ? 0.7 : 1.5, dashArray: s.dashArray, fillColor: s.fillColor || s.color, fillOpacity: s.fillColor ? 0.25 : 0, fill: !!s.fillColor};
@@ -54,6 +55,12 @@ function multiplanDraw(map, D) {
         row(t, L_['area'], areaText(p[5]));
       } else if (k === 'site') {
         row(t, L_['site_area'], areaText(p[1]));
+      } else if (k === 'changes') {
+        row(t, L_['change'], L_['change_' + p[4]]);
+        row(t, D.editions[0], p[0] === null ? L_['no_land'] : p[0] + ' · ' + clsName(p[1]));
+        row(t, D.editions[1], p[2] === null ? L_['no_land'] : p[2] + ' · ' + clsName(p[3]));
+        if (p[5] !== null) row(t, L_['unit'], p[5]);
+        row(t, L_['area'], areaText(p[6]));
       } else if (k === 'grid') {
         row(t, L_['grid_cell'], p[0]); row(t, L_['in_conflict'], areaText(p[1]));
         if (p[2] !== null) row(t, L_['share'], fmt(p[2] * 100, 1) + ' %');
@@ -69,14 +76,14 @@ function multiplanDraw(map, D) {
   // ---------------------------------------------------------------- panes: a fixed stacking order
   // plan fills at the bottom, then control lines, boundaries, conflicts and patches, the site on top,
   // whatever order the planner switches groups on in
-  var PANES = {plans: 350, yield: 355, onemap: 360, controls: 400, base: 420, conflicts: 450, patches: 455, site: 470};
+  var PANES = {plans: 350, yield: 355, onemap: 360, changes: 365, controls: 400, base: 420, conflicts: 450, patches: 455, site: 470};
   Object.keys(PANES).forEach(function (k) { map.createPane('mp-' + k).style.zIndex = PANES[k]; });
   function paneOf(group) { return 'mp-' + (group.kind === 'patches' ? 'patches' : group.section); }
 
   // ---------------------------------------------------------------- groups and the search index
   var layers = {}, index = {}, counts = {conflicts: 0};
   // a search opens the most telling hit first: a conflict, then a patch, a zone, a parcel
-  var RANK = {conflicts: 0, patches: 1, site: 1, zone: 2, yield: 3, points: 3, units: 4, grid: 4, plan: 5};
+  var RANK = {conflicts: 0, patches: 1, changes: 1, site: 1, zone: 2, yield: 3, points: 3, units: 4, grid: 4, plan: 5};
   function remember(id, layer) { if (id === null || id === undefined) return; var k = String(id).toLowerCase(); (index[k] = index[k] || []).push(layer); }
   D.groups.forEach(function (group) {
     var fg = L.featureGroup(), kind = group.kind;
@@ -87,6 +94,7 @@ function multiplanDraw(map, D) {
       if (kind !== 'boundary') layer.bindPopup(popupFor(group, p), {maxWidth: 420});
       layer._mpRank = RANK[kind] !== undefined ? RANK[kind] : 6;
       if (kind === 'conflicts') { remember(p[2], layer); remember(p[5], layer); }
+      else if (kind === 'changes') { String(p[0] || '').split(',').forEach(function (i) { remember(i || null, layer); }); String(p[2] || '').split(',').forEach(function (i) { remember(i || null, layer); }); }
       else if (kind !== 'faces') remember(p[0], layer);
       fg.addLayer(layer);
     });
@@ -172,6 +180,7 @@ function multiplanDraw(map, D) {
     if (visible('patches')) { b.appendChild(el('h4', L_['patches'])); ['02', '03'].forEach(function (k) { line(swatch(D.diff[k], D.diff[k]), k + ' ' + L_['diff_' + k]); }); }
     var zones = D.groups.filter(function (g) { return g.kind === 'zone' && map.hasLayer(layers[g.name]); });
     if (zones.length) { b.appendChild(el('h4', L_['group_controls'])); zones.forEach(function (g) { var s = g.style || {}; line(swatch(s.fillColor, s.color, !!s.dashArray), g.title); }); }
+    if (visible('changes')) { b.appendChild(el('h4', L_['group_changes'])); ['added', 'removed', 'reclassified', 'same'].forEach(function (k) { if (D.groups.some(function (g) { return g.name === 'changes:' + k && map.hasLayer(layers[g.name]); })) line(swatch(D.changes[k], D.changes[k]), L_['change_' + k]); }); }
     if (visible('grid')) { b.appendChild(el('h4', L_['grid_level'] + ' · ' + L_['share'])); var lo = 0; D.choropleth.forEach(function (c, i) { var hi = D.breaks[i]; line(swatch(c, '#888'), hi === undefined ? '> ' + fmt(lo * 100, 0) + ' %' : fmt(lo * 100, 0) + '–' + fmt(hi * 100, 0) + ' %'); lo = hi; }); }
     if (visible('yield')) { b.appendChild(el('h4', L_['yield_grade'])); ['A', 'B', 'C', 'D'].forEach(function (k) { line(swatch(D.grades[k], '#444'), k); }); }
     if (visible('plan') || visible('faces')) { b.appendChild(el('h4', L_['class'])); D.level1.forEach(function (k) { line(swatch(k[2], '#777'), k[0] + ' ' + k[1]); }); }
