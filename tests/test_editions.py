@@ -122,7 +122,7 @@ def test_hand_built_editions_give_the_known_transitions(tmp_path):
         "area_m2",
         "area_mu",
     ]
-    assert list(d.transitions_by_unit.columns)[0] == "unit"
+    assert d.transitions_by_unit.columns[0] == "unit"
 
 
 def test_level_two_tells_paddy_from_dry_land(tmp_path):
