@@ -410,9 +410,11 @@ def differences_ledger(
             None,
         ]
     )
+    leveled = "level" in differences.columns  # several levels of units: a block each
     summary = Sheet(
         L("sheet_by_class"),
         [
+            *([(L("level"), "text")] if leveled else []),
             (L("diff_class"), "text"),
             (L("unit"), "text"),
             (L("patches"), "int"),
@@ -420,15 +422,17 @@ def differences_ledger(
             (L("area_mu_h"), "mu"),
         ],
     )
-    for r in differences.itertuples(index=False):
+    for d in differences.to_dict("records"):
         summary.rows.append(
             [
-                f"{r.diff_class} {L('diff_' + str(r.diff_class))}",
-                r.unit,
-                r.patches,
-                r.area_m2,
-                r.area_mu,
+                *([d["level"]] if leveled else []),
+                f"{d['diff_class']} {L('diff_' + str(d['diff_class']))}",
+                d["unit"],
+                d["patches"],
+                d["area_m2"],
+                d["area_mu"],
             ]
         )
-    summary.totals.append([L("total"), None, len(patches), area, to_mu(area)])
+    if not leveled:  # per level, each block adds up to the patches' total
+        summary.totals.append([L("total"), None, len(patches), area, to_mu(area)])
     return [sheet, summary]
