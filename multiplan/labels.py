@@ -57,6 +57,13 @@ LABELS: dict[str, tuple[str, str]] = {
         "Land in conflict by unit (counted once)",
     ),
     "unit_area_mu": ("镇街面积（亩）", "Unit area (mu)"),
+    "by_unit_of": ("按{}汇总", "By {}"),
+    "units_table_of": ("各{}冲突用地（去重）", "Land in conflict by {} (counted once)"),
+    "area_by_unit_of": (
+        "各{}冲突用地面积（亩，去重）",
+        "Land in conflict by {} (mu, counted once)",
+    ),
+    "unit_area_mu_of": ("{}面积（亩）", "{} area (mu)"),
     "union_note": (
         "同一地块被多条规则命中只计一次：合计为冲突图斑并集的面积，不是各规则面积之和",
         "Land hit by several rules counts once: totals are areas of unions of pieces, never sums over rules",

@@ -250,8 +250,13 @@ def _unit_section(
 ) -> str:
     """Return the per-unit tables of one level: by rule, the units table and its chart."""
     no_unit = label("no_unit", "en" if lang == "en" else "zh")
-    suffix = f" · {_e(level)}" if level else ""
     head = _e(level) if level else L("unit")
+
+    def T(key: str) -> str:  # a heading, naming the level when there are several
+        if not level:
+            return L(key)
+        return _e(label(f"{key}_of", "en" if lang == "en" else "zh").format(level))
+
     shown = units
     note = ""
     if len(units) > UNIT_ROWS:
@@ -278,7 +283,7 @@ def _unit_section(
         order = [r.id for r in result.rules if r.id in pivot.columns]
         pivot = pivot[order]
         parts.append(
-            f"<h2>{L('by_unit')}{suffix} ({L('mu')})</h2>{note}<table><tr><th>{head}</th>"
+            f"<h2>{T('by_unit')} ({L('mu')})</h2>{note}<table><tr><th>{head}</th>"
             + "".join(f"<th>{_e(c)}</th>" for c in order)
             + "</tr>"
         )
@@ -291,7 +296,7 @@ def _unit_section(
         parts.append("</table>")
     total = result.totals.get("all", 0.0)
     parts.append(
-        f"<h2>{L('units_table')}{suffix}</h2>{note}<table><tr><th>{head}</th><th>{L('unit_area_mu')}</th>"
+        f"<h2>{T('units_table')}</h2>{note}<table><tr><th>{head}</th><th>{T('unit_area_mu')}</th>"
         f"<th>{L('pieces')}</th><th>{L('in_conflict')} ({L('mu')})</th><th>{L('share')}</th>"
         f"<th>{L('high')} ({L('mu')})</th><th>{L('medium')} ({L('mu')})</th><th>{L('low')} ({L('mu')})</th></tr>"
     )
@@ -318,7 +323,7 @@ def _unit_section(
         )
         + "</tr></table>"
     )
-    parts.append(f"<h3>{L('area_by_unit')}{suffix}</h3>")
+    parts.append(f"<h3>{T('area_by_unit')}</h3>")
     ordered = shown.sort_values("area_mu", ascending=False, kind="stable")
     parts.append(
         _bars(
