@@ -38,7 +38,8 @@ from multiplan.outputs import OutputFolder, write_set
 from multiplan.patches import difference_patches, difference_table
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files
-from multiplan.rulecheck import find_pieces, layers_needed
+from multiplan.rulecheck import find_pieces
+from multiplan.ruleinputs import layers_needed
 from multiplan.rules import class_mask, read_rules
 
 if TYPE_CHECKING:

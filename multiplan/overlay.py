@@ -337,15 +337,23 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
-def classify_pairs(a: np.ndarray, b: np.ndarray, *, workers: int = 1) -> Pairs:
+def classify_pairs(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    workers: int = 1,
+    prepare: Literal["auto", "a", "b"] = "auto",
+) -> Pairs:
     """Find the pairs of ``a`` and ``b`` that intersect and classify each.
 
     Kinds: ``B_COVERS_A`` (the intersection is ``a``), ``A_COVERS_B`` (it is
     ``b``), ``TOUCH`` (the interiors do not meet: no area in common) and
     ``PARTIAL`` (only these need an overlay). All tests are exact predicates run
     on the prepared side (the STRtree's query side, the one with fewer
-    geometries). With ``workers > 1`` the query geometries are split between
-    threads, each prepared geometry used by one thread only.
+    geometries, or the side ``prepare`` names: a caller that cuts its work into
+    parts names the side, so that every part tests each pair the same way). With
+    ``workers > 1`` the query geometries are split between threads, each
+    prepared geometry used by one thread only.
 
     Examples
     --------
@@ -360,7 +368,7 @@ def classify_pairs(a: np.ndarray, b: np.ndarray, *, workers: int = 1) -> Pairs:
     empty = np.zeros(0, dtype=np.intp)
     if not len(a) or not len(b):
         return Pairs(empty, empty, empty.astype(np.int8))
-    query_b = len(b) <= len(a)
+    query_b = len(b) <= len(a) if prepare == "auto" else prepare == "b"
     query, other = (b, a) if query_b else (a, b)
     shapely.prepare(query)
     tree = shapely.STRtree(other)
@@ -577,7 +585,7 @@ def split_pieces(
         return np.arange(n), np.full(n, -1, dtype=np.intp), pieces
     # only pieces without a hint are tested against the units
     todo_idx = np.flatnonzero(unit_of < 0)
-    p = classify_pairs(pieces[todo_idx], units, workers=workers)
+    p = classify_pairs(pieces[todo_idx], units, workers=workers, prepare="b")
     p = Pairs(todo_idx[p.ia], p.ib, p.kind)
     # a unit that covers the piece: the piece goes whole to it
     whole = p.take(p.kind == B_COVERS_A)

@@ -13,30 +13,28 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan import overlay
+from multiplan import overlay, tiles
 from multiplan.areas import area_m2, to_mu
-from multiplan.errors import LayerError, RulePackError
+from multiplan.errors import InputError
 from multiplan.layers import (
     CLASS_COL,
     LayerInput,
     Layers,
     ensure_layers,
-    public_fields,
-    unit_names,
 )
 from multiplan.levels import Levels, build_levels, piece_columns
 from multiplan.outputs import OutputFolder, write_set
+from multiplan.pieces import concat_pieces, sort_pieces
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files, run_record
+from multiplan.ruleinputs import check_layers_for_rules, layers_needed
 from multiplan.rules import SEVERITY_RANK, Rule, Selector, read_rules, select
-from multiplan.schema import PIECE_COLUMNS, SORT_COLUMNS
 from multiplan.summary import summarise
 from multiplan.values import piece_values
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
@@ -46,6 +44,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import folium
+    import geopandas as gpd
 
     from multiplan.io import Writer
     from multiplan.labels import Lang
@@ -219,6 +218,8 @@ def check(
     workers: int | None = None,
     allow_unmapped: bool = False,
     progress: Progress = no_progress,
+    tile_size: float | None = None,
+    cluster: str | None = None,
 ) -> CheckResult:
     """Run every rule of a project and return the pieces and their summaries.
 
@@ -240,6 +241,15 @@ def check(
     progress
         Called as ``progress(stage, done, total, item)`` as each layer or rule
         starts.
+    tile_size
+        Cut the work into square tiles of this many metres by where each A
+        feature lies (``None``: chosen from the data; ``0``: one tile). The
+        results are identical for every value.
+    cluster
+        ``"local"`` (a dask LocalCluster of ``workers`` processes) or a dask
+        scheduler's address ``tcp://HOST:PORT``: the tiles run there, each
+        worker reading the inputs from the manifest's paths. Needs the
+        ``multiplan[dask]`` extra; results are identical to a run without.
 
     Returns
     -------
@@ -261,6 +271,8 @@ def check(
     [['ECO-01', 926]]
     """
     workers = overlay.default_workers() if workers is None else max(1, int(workers))
+    if cluster is not None:
+        tiles.check_address(cluster)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rules = read_rules(project, only=only)
@@ -273,8 +285,21 @@ def check(
     levels = build_levels(project, lay) if rules else None
 
     t = time.perf_counter()
+    if cluster is not None and layers is not None:
+        raise InputError(
+            "--cluster reads the layers on its workers from the manifest's paths: pass no layers",
+            path=project.path,
+            hint="Run check(project, cluster=...) without layers=, or without cluster=",
+        )
     pieces, rule_times = find_pieces(
-        project, rules, lay, workers=workers, progress=progress, levels=levels
+        project,
+        rules,
+        lay,
+        workers=workers,
+        progress=progress,
+        levels=levels,
+        tile_size=tile_size,
+        cluster=cluster,
     )
     timings["overlay"] = time.perf_counter() - t
     yields = None
@@ -300,6 +325,8 @@ def check(
             "workers": workers,
             "only": list(only) if only else None,
             "allow_unmapped": allow_unmapped,
+            "tile_size": tile_size,
+            "cluster": cluster,
         },
         timings=timings,
         rule_times=rule_times,
@@ -339,88 +366,6 @@ def with_values(
     return out
 
 
-def layers_needed(project: Project, rules: Sequence[Rule]) -> list[str]:
-    """Return the layers the rules read, in manifest order, with the boundary and units."""
-    names: dict[str, None] = {}
-    for r in rules:
-        names[r.a.layer] = None
-        names[r.b.layer] = None
-    if rules:
-        for extra in (project.boundary, *project.units):
-            if extra:
-                names[extra] = None
-    return [n for n in project.layers if n in names]
-
-
-def check_layers_for_rules(
-    project: Project,
-    rules: Sequence[Rule],
-    layers: Layers,
-    *,
-    allow_unmapped: bool,
-) -> None:
-    """Check what needs the data: geometry families, filter fields, unmapped codes.
-
-    Raises
-    ------
-    LayerError, RulePackError
-        Naming the layer or rule and the fix.
-    """
-    for key, name in (("boundary", project.boundary), ("units", project.unit_layer)):
-        if name and name in layers and layers.layer(name).family != "polygon":
-            raise LayerError(
-                f"the {key} layer must be polygons, not {layers.layer(name).family}s",
-                path=project.path,
-                key=f"project.{key}",
-                layer=name,
-            )
-    for name in project.units:
-        if name in layers:
-            unit_names(project, layers, name)
-    for rule in rules:
-        for side, sel in (("a", rule.a), ("b", rule.b)):
-            frame = layers[sel.layer]
-            for fld in sel.where.fields:
-                if fld not in frame.columns:
-                    raise RulePackError(
-                        f"the filter reads a field {fld!r} that layer {sel.layer!r} does not have",
-                        path=rule.pack,
-                        key=f"rule {rule.id}.{side}.where",
-                        hint=f"Fields are: {', '.join(public_fields(frame))}",
-                    )
-        fam_a = layers.layer(rule.a.layer).family
-        if fam_a != "polygon":
-            raise RulePackError(
-                f"layer {rule.a.layer!r} holds {fam_a}s, which cannot be the A side of a rule",
-                path=rule.pack,
-                key=f"rule {rule.id}.a.layer",
-                hint=f"Give layers.{rule.a.layer} a buffer or width_field, or use it as B with distance > 0",
-            )
-        fam_b = layers.layer(rule.b.layer).family
-        if fam_b != "polygon" and rule.distance <= 0:
-            raise RulePackError(
-                f"layer {rule.b.layer!r} holds {fam_b}s, which need distance > 0 on the B side",
-                path=rule.pack,
-                key=f"rule {rule.id}.distance",
-                hint=f"Set distance = <metres>, or give layers.{rule.b.layer} a buffer or width_field",
-            )
-    if not allow_unmapped:
-        for name in layers:
-            layer = layers.layer(name)
-            if layer.stats.unmapped:
-                codes = ", ".join(
-                    f"{k} ({v})" for k, v in list(layer.stats.unmapped.items())[:8]
-                )
-                raise LayerError(
-                    f"{sum(layer.stats.unmapped.values())} features carry source codes that the crosswalk "
-                    f"{layer.spec.classification!r} does not map: {codes}",
-                    path=layer.spec.source,
-                    layer=name,
-                    key=f"layers.{name}.classification",
-                    hint="Add rows for them to the crosswalk, or run with --allow-unmapped (their class is then null)",
-                )
-
-
 def find_pieces(
     project: Project,
     rules: Sequence[Rule],
@@ -429,32 +374,95 @@ def find_pieces(
     workers: int | None = None,
     progress: Progress = no_progress,
     levels: Levels | None = None,
+    tile_size: float | None = 0.0,
+    cluster: str | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, float]]:
     """Return every rule's pieces (SPEC §6 columns, sorted) and the seconds each rule took.
 
     Pieces are split at the cells of the levels of units (built from the
     project when ``levels`` is not given), with a column per level when there
-    are several (SPEC §14).
+    are several (SPEC §14). The work is cut into tiles of ``tile_size`` metres
+    by where each A feature lies (``None``: chosen from the data; ``0``: one
+    tile), and with ``cluster`` runs as dask tasks (:mod:`multiplan.tiles`);
+    the pieces are the same whatever the tiling.
     """
     workers = overlay.default_workers() if workers is None else max(1, int(workers))
     if levels is None and rules:
         levels = build_levels(project, layers)
-    ctx = _Context(project, layers, workers, levels)
-    frames = []
-    rule_times: dict[str, float] = {}
-    for i, rule in enumerate(rules):
-        progress("checking", i, len(rules), rule.id)
-        t = time.perf_counter()
-        frames.append(ctx.rule_pieces(rule))
-        rule_times[rule.id] = time.perf_counter() - t
-        logger.debug(
-            "rule %s: %d pieces in %.3f s",
-            rule.id,
-            len(frames[-1]),
-            rule_times[rule.id],
-        )
+    grid, keys = tiles.plan(layers, [r.a.layer for r in rules], tile_size)
+    rule_times: dict[str, float] = dict.fromkeys((r.id for r in rules), 0.0)
+    frames: list[pd.DataFrame] = []
+    if cluster is not None:
+        frames = _cluster_pieces(project, rules, grid, keys, cluster, workers, progress)
+    else:
+        ctx = _Context(project, layers, workers, levels)
+        for k, key in enumerate(keys):
+            for i, rule in enumerate(rules):
+                progress(
+                    "checking", k * len(rules) + i, len(keys) * len(rules), rule.id
+                )
+                t = time.perf_counter()
+                frames.append(ctx.rule_pieces(rule, grid, key))
+                rule_times[rule.id] += time.perf_counter() - t
+        if len(keys) > 1:
+            logger.info("checked %d tiles of %g m", len(keys), grid.size)
     columns = piece_columns(levels)
-    return sort_pieces(_concat(frames, project.crs, columns), columns), rule_times
+    return sort_pieces(concat_pieces(frames, project.crs, columns), columns), rule_times
+
+
+def _cluster_pieces(
+    project: Project,
+    rules: Sequence[Rule],
+    grid: tiles.TileGrid,
+    keys: list[int],
+    address: str,
+    workers: int,
+    progress: Progress,
+) -> list[pd.DataFrame]:
+    """Run the tiles as dask tasks; each worker reads the inputs itself."""
+    only = [r.id for r in rules]
+    with tiles.dask_client(address, workers) as client:
+        futures = [
+            client.submit(tile_task, str(project.path), only, grid, key, pure=False)
+            for key in keys
+        ]
+        frames = []
+        for k, future in enumerate(futures):
+            progress("checking", k, len(keys), f"tile {k + 1} of {len(keys)}")
+            try:
+                frames.extend(future.result())
+            except InputError as exc:
+                raise tiles.ClusterError(
+                    f"a dask worker cannot read the inputs: {exc}",
+                    hint="The workers read the inputs from the manifest's paths: give them the data at the same paths",
+                ) from exc
+    return frames
+
+
+def tile_task(
+    manifest: str, only: list[str], grid: tiles.TileGrid, key: int
+) -> list[pd.DataFrame]:
+    """Compute one tile's pieces on a dask worker, reading the inputs from their paths.
+
+    The project, its layers and the caches of the run stay in the worker process
+    for the next tile of the same check.
+    """
+    from multiplan.project import read_project
+
+    cache = tiles.worker_cache()
+    project = read_project(manifest)
+    stamp = tuple(
+        (str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in input_files(project)
+    )
+    ck = (*tiles.cache_key(manifest), tuple(only), stamp)
+    if ck not in cache:
+        cache.clear()
+        rules = read_rules(project, only=only)
+        lay = ensure_layers(project, layers_needed(project, rules), None)
+        levels = build_levels(project, lay) if rules else None
+        cache[ck] = (rules, _Context(project, lay, 1, levels))
+    rules, ctx = cache[ck]
+    return [ctx.rule_pieces(rule, grid, key) for rule in rules]
 
 
 class _Context:
@@ -471,6 +479,9 @@ class _Context:
         self._buffered: dict[tuple[Any, ...], np.ndarray] = {}
         self._inside: dict[str, np.ndarray] = {}
         self._unit_hint: dict[str, np.ndarray] = {}
+        self._points: dict[str, np.ndarray] = {}
+        self._tiles: dict[tuple[Any, ...], np.ndarray] = {}
+        self._trees: dict[tuple[Any, ...], shapely.STRtree] = {}
         self.boundary: shapely.Geometry | None = None
         if project.boundary and project.boundary in layers:
             self.boundary = shapely.union_all(_geoms(layers[project.boundary]))
@@ -527,9 +538,37 @@ class _Context:
         return self._unit_hint[layer]
 
     # ---------------------------------------------------------------- one rule
-    def rule_pieces(self, rule: Rule) -> pd.DataFrame:
-        """Compose the stages for one rule: select → overlay → clip → split → area."""
-        a_pos, b_pos, geoms = self.overlay(rule)
+    def tile_of(self, sel: Selector, grid: tiles.TileGrid) -> np.ndarray:
+        """Return the tile key of each selected A feature (by its representative point)."""
+        key = (sel.layer, sel.classes, sel.where, grid)
+        if key not in self._tiles:
+            if sel.layer not in self._points:
+                self._points[sel.layer] = tiles.representative_points(
+                    _geoms(self.layers[sel.layer])
+                )
+            self._tiles[key] = grid.keys(self._points[sel.layer][self.selection(sel)])
+        return self._tiles[key]
+
+    def near(self, sel: Selector, distance: float, query: np.ndarray) -> np.ndarray:
+        """Return the positions (sorted) of the selected B geometries whose boxes meet ``query``'s."""
+        key = (sel.layer, sel.classes, sel.where, distance)
+        if key not in self._trees:
+            self._trees[key] = shapely.STRtree(self.geoms(sel, distance))
+        hit = self._trees[key].query(query)[1]
+        return np.unique(hit).astype(np.intp)
+
+    def rule_pieces(
+        self, rule: Rule, grid: tiles.TileGrid | None = None, key: int = 0
+    ) -> pd.DataFrame:
+        """Compose the stages for one rule: select → overlay → clip → split → area.
+
+        With a tile grid, only the A features whose representative point lies in
+        tile ``key`` (against the B features near them).
+        """
+        a_keep = None
+        if grid is not None and grid.size > 0:
+            a_keep = self.tile_of(rule.a, grid) == key
+        a_pos, b_pos, geoms = self.overlay(rule, a_keep)
         if self.boundary is not None and len(geoms):
             geoms = overlay.clip_pieces(
                 geoms,
@@ -561,20 +600,35 @@ class _Context:
             rule, a_pos[keep], b_pos, unit_idx[keep], area[keep], geoms[keep]
         )
 
-    def overlay(self, rule: Rule) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Return (A row, B row or None, piece) of a rule before clipping and splitting."""
+    def overlay(
+        self, rule: Rule, a_keep: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Return (A row, B row or None, piece) of a rule before clipping and splitting.
+
+        ``a_keep`` (over the selected A features) restricts the work to those A
+        features and the B features near them.
+        """
         a_idx = self.selection(rule.a, rule, "a")
         b_idx = self.selection(rule.b, rule, "b")
         a = self.geoms(rule.a)
         b = self.geoms(rule.b, rule.distance)
-        pairs = overlay.classify_pairs(a, b, workers=self.workers)
+        # the side the whole rule would prepare, in every tile alike
+        side: Literal["a", "b"] = "b" if len(b) <= len(a) else "a"
+        if a_keep is not None:
+            a_sel = np.flatnonzero(a_keep)
+            b_sel = self.near(rule.b, rule.distance, a[a_sel])
+            a, b = a[a_sel], b[b_sel]
+            a_idx, b_idx = a_idx[a_sel], b_idx[b_sel]
+        pairs = overlay.classify_pairs(a, b, workers=self.workers, prepare=side)
         if rule.a.layer == rule.b.layer:
             a_ids = np.asarray(self.layers[rule.a.layer].index, dtype=object)
+            all_a = self.selection(rule.a, rule, "a")
+            all_b = self.selection(rule.b, rule, "b")
             fa, fb = a_idx[pairs.ia], b_idx[pairs.ib]
             keep = fa != fb
             if rule.relation == "intersect":
                 # a pair whose features both match both selectors is reported once
-                mirrored = np.isin(fa, b_idx) & np.isin(fb, a_idx)
+                mirrored = np.isin(fa, all_b) & np.isin(fb, all_a)
                 keep &= ~mirrored | (a_ids[fa] < a_ids[fb])
             pairs = pairs.take(keep)
         if rule.relation == "intersect":
@@ -630,52 +684,3 @@ class _Context:
 
 def _geoms(frame: gpd.GeoDataFrame) -> np.ndarray:
     return np.asarray(frame.geometry.array, dtype=object)
-
-
-def _concat(
-    frames: Sequence[pd.DataFrame], crs: str, columns: Sequence[str] = PIECE_COLUMNS
-) -> gpd.GeoDataFrame:
-    cols = [*columns, "geometry"]
-    frames = [f for f in frames if len(f)]
-    df = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame({c: pd.Series([], dtype=object) for c in cols})
-    )
-    for c in columns:
-        if c in ("area_m2", "area_mu"):
-            df[c] = df[c].astype(float)
-        else:
-            df[c] = df[c].astype(object).where(df[c].notna(), None)
-    return gpd.GeoDataFrame(
-        df[list(columns)],
-        geometry=gpd.array.from_shapely(
-            np.asarray(df["geometry"], dtype=object), crs=crs
-        ),
-        crs=crs,
-    )
-
-
-def sort_pieces(
-    frame: gpd.GeoDataFrame, columns: Sequence[str] = PIECE_COLUMNS
-) -> gpd.GeoDataFrame:
-    """Sort pieces by SPEC §6's keys compared as text, nulls first.
-
-    With levels of units, the level columns (``columns`` between ``unit`` and
-    ``area_m2``) follow as keys: a unit split between two units above it gives
-    a piece in each.
-    """
-    if not len(frame):
-        return frame
-    keys = pd.DataFrame(index=frame.index)
-    names = []
-    extra = list(columns[columns.index("unit") + 1 : columns.index("area_m2")])
-    for c in [*SORT_COLUMNS, *extra]:
-        col = frame[c]
-        keys[f"{c}.set"] = col.notna().to_numpy()
-        keys[f"{c}.text"] = [
-            ("" if v is None else str(v)) for v in col.to_numpy(dtype=object)
-        ]
-        names += [f"{c}.set", f"{c}.text"]
-    order = keys.sort_values(names, kind="stable").index
-    return frame.loc[order].reset_index(drop=True)

@@ -196,7 +196,9 @@ def test_the_map_draws_the_grid_as_a_choropleth(tmp_path):
         assert area == pytest.approx(cells.loc[name, "area_m2"], abs=0.01)
         assert (shade is None) == (area == 0)
     # the smaller level's conflicts name the unit at each level
-    pieces = pyogrio.read_dataframe(tmp_path / "out" / "conflicts.gpkg", layer="conflicts")
+    pieces = pyogrio.read_dataframe(
+        tmp_path / "out" / "conflicts.gpkg", layer="conflicts"
+    )
     assert list(pieces.columns[8:11]) == ["unit", "towns", "grid"]
     report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "管理网格" in report

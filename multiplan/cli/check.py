@@ -18,6 +18,7 @@ from multiplan.cli.options import (
     output_folder,
     project_argument,
     read_project,
+    scale_options,
     stage_progress,
     tiles_option,
     workers_option,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Do not draw map.html (an earlier one is removed).",
 )
+@scale_options
 @db_option
 @force_option
 @common_options
@@ -77,6 +79,8 @@ def check_cmd(
     allow_unmapped: bool,
     tiles: str,
     no_map: bool,
+    tile_size: float | None,
+    cluster: str | None,
     db: str | None,
     force: bool,
 ) -> None:
@@ -114,6 +118,8 @@ def check_cmd(
             workers=workers,
             allow_unmapped=allow_unmapped,
             progress=progress,
+            tile_size=tile_size,
+            cluster=cluster,
         )
         progress("writing", 0, 1, str(folder.path))
         files = result.write(

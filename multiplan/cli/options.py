@@ -244,6 +244,29 @@ def output_folder(
     )
 
 
+def scale_options(f: F) -> F:
+    """Add ``--tile-size METRES`` and ``--cluster ADDRESS`` (SPEC §12)."""
+    f = click.option(
+        "--cluster",
+        "cluster",
+        metavar="ADDRESS",
+        default=None,
+        help="Run the tiles on a dask cluster: 'local' (a LocalCluster of --workers "
+        "processes) or a scheduler's tcp://HOST:PORT whose workers see the same paths. "
+        'Needs pip install "multiplan[dask]"; the outputs are identical.',
+    )(f)
+    return click.option(
+        "--tile-size",
+        "tile_size",
+        type=click.FloatRange(min=0),
+        default=None,
+        metavar="METRES",
+        help="Cut the work into square tiles of this size by where each A feature "
+        "lies (default: chosen from the data; 0: one tile). The outputs are "
+        "identical for every size.",
+    )(f)
+
+
 def db_option(f: F) -> F:
     """Add the ``--db URL`` option: also write the outputs as PostGIS tables."""
     return click.option(

@@ -1,0 +1,188 @@
+"""Tiles (SPEC §12): the work of a check cut by where each A feature lies, and dask.
+
+Every rule's A features are assigned to square tiles by their representative
+point (``point_on_surface``); a tile computes the pieces of its A features
+against the B features near them. Each piece belongs to one A feature, so every
+piece is computed exactly once, and the pieces, sorted as SPEC §6 orders them,
+are the same whatever the tiling. ``--cluster`` runs the tiles as tasks on a dask
+distributed cluster (the ``multiplan[dask]`` extra); its workers read the inputs
+from the manifest's paths themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+
+from multiplan.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from multiplan.layers import Layers
+
+logger = logging.getLogger(__name__)
+
+FEATURES_PER_TILE = 50_000
+"""The default tile holds about this many A features (a few hundred MB of work)."""
+
+
+class ClusterError(InputError):
+    """A dask cluster cannot be reached or started, or dask is not installed."""
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Square tiles of ``size`` metres anchored at ``(x0, y0)``; ``size == 0`` is one tile."""
+
+    x0: float = 0.0
+    y0: float = 0.0
+    size: float = 0.0
+
+    def keys(self, points: np.ndarray) -> np.ndarray:
+        """Return the tile of each point as one integer key (column-major, stable)."""
+        if self.size <= 0 or not len(points):
+            return np.zeros(len(points), dtype=np.int64)
+        xy = shapely.get_coordinates(points)
+        col = np.floor((xy[:, 0] - self.x0) / self.size).astype(np.int64)
+        row = np.floor((xy[:, 1] - self.y0) / self.size).astype(np.int64)
+        return col * 1_000_000 + row
+
+
+def representative_points(geoms: np.ndarray) -> np.ndarray:
+    """Return each geometry's representative point (inside it; empty for empty)."""
+    return np.asarray(shapely.point_on_surface(geoms), dtype=object)
+
+
+def plan(
+    layers: Layers, a_layers: list[str], tile_size: float | None
+) -> tuple[TileGrid, list[int]]:
+    """Return the tile grid and the keys of the tiles that hold A features.
+
+    ``tile_size`` ``None`` chooses a size from the data (about
+    :data:`FEATURES_PER_TILE` A features a tile); ``0`` makes one tile.
+    """
+    points = [
+        representative_points(np.asarray(layers[n].geometry.array, dtype=object))
+        for n in dict.fromkeys(a_layers)
+        if n in layers and len(layers[n])
+    ]
+    pts = np.concatenate(points) if points else np.zeros(0, dtype=object)
+    pts = pts[~shapely.is_empty(pts)] if len(pts) else pts
+    if not len(pts):
+        return TileGrid(), [0]
+    x0, y0, x1, y1 = shapely.total_bounds(pts)
+    size = (
+        default_tile_size(len(pts), (x0, y0, x1, y1))
+        if tile_size is None
+        else float(tile_size)
+    )
+    if size <= 0:
+        return TileGrid(), [0]
+    grid = TileGrid(math.floor(x0), math.floor(y0), size)
+    return grid, sorted(set(grid.keys(pts).tolist()))
+
+
+def default_tile_size(n: int, bounds: tuple[float, float, float, float]) -> float:
+    """Return a tile size for ``n`` A features over ``bounds``: one tile when they are few.
+
+    Examples
+    --------
+    >>> default_tile_size(10_000, (0, 0, 20_000, 20_000))
+    0.0
+    >>> default_tile_size(400_000, (0, 0, 40_000, 40_000))
+    13334.0
+    """
+    if n <= FEATURES_PER_TILE:
+        return 0.0
+    side = max(bounds[2] - bounds[0], bounds[3] - bounds[1], 1.0)
+    per_side = math.ceil(math.sqrt(n / FEATURES_PER_TILE))
+    return float(math.ceil(side / per_side))
+
+
+# --------------------------------------------------------------------------- dask
+
+
+def check_address(address: str) -> None:
+    """Check a ``--cluster`` value before any work: ``local`` or a scheduler's address.
+
+    Raises
+    ------
+    ClusterError
+        For anything else.
+
+    Examples
+    --------
+    >>> check_address("tcp://10.0.0.5:8786")
+    """
+    if address != "local" and not address.startswith(("tcp://", "tls://", "ucx://")):
+        raise ClusterError(
+            f"--cluster must be local or a scheduler address such as tcp://HOST:8786, not {address!r}"
+        )
+
+
+def dask_client(address: str, workers: int) -> contextlib.AbstractContextManager[Any]:
+    """Return a context that yields a dask ``Client``: a LocalCluster for ``local``.
+
+    Raises
+    ------
+    ClusterError
+        When dask distributed is not installed, or the scheduler cannot be reached.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ClusterError(
+            "--cluster needs dask distributed, which is not installed",
+            hint='Install it with pip install "multiplan[dask]"',
+        ) from exc
+
+    @contextlib.contextmanager
+    def connect() -> Iterator[Any]:
+        if address == "local":
+            with (
+                LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                ) as cluster,
+                Client(cluster) as client,  # type: ignore[no-untyped-call]
+            ):
+                yield client
+            return
+        check_address(address)
+        try:
+            client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot reach the dask scheduler at {address} ({exc})",
+                hint="Check that the scheduler runs and that this machine may connect to it",
+            ) from exc
+        with client:
+            yield client
+
+    return connect()
+
+
+_WORKER_CACHE: dict[tuple[Any, ...], Any] = {}
+"""Per worker process: the project, layers and context of the last check it ran."""
+
+
+def worker_cache() -> dict[tuple[Any, ...], Any]:
+    """Return the worker process's cache (one check's inputs at a time)."""
+    return _WORKER_CACHE
+
+
+def cache_key(manifest: str) -> tuple[Any, ...]:
+    """Return a key that changes when the manifest changes (path, size and time)."""
+    path = Path(manifest).resolve()
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns)

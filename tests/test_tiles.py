@@ -1,0 +1,221 @@
+"""Tiles and dask (SPEC §12): the same outputs whatever the tiling, the workers or the cluster."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from click.testing import CliRunner
+from helpers import DEMO, X0, Y0
+
+import multiplan
+from multiplan.cli import main
+from multiplan.errors import InputError
+from multiplan.project import read_project
+from multiplan.rulecheck import tile_task
+from multiplan.tiles import TileGrid, default_tile_size, plan
+
+DATA_FILES = ("conflicts.gpkg", "summary.csv", "by_unit.csv", "units.csv")
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def demo_untiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiles") / "untiled"
+    r = run("check", DEMO, "--out", out, "--no-map", "--tile-size", 0, "-q")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.mark.parametrize(("tile_size", "workers"), [(1500, 1), (4000, 2), (9000, 1)])
+def test_demo_outputs_are_byte_identical_for_every_tile_size(
+    demo_untiled, tmp_path, tile_size, workers
+):
+    out = tmp_path / "tiled"
+    r = run(
+        "check", DEMO, "--out", out, "--no-map", "-q",
+        "--tile-size", tile_size, "--workers", workers,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    for name in DATA_FILES:
+        assert (out / name).read_bytes() == (demo_untiled / name).read_bytes(), name
+
+
+def _random_project(tmp_path, seed):
+    """Plans the demo has not seen: overlapping zones, a plan overlapping itself, units."""
+    rng = np.random.default_rng(seed)
+    extent = shapely.box(X0, Y0, X0 + 6000, Y0 + 4000)
+
+    def cells(n):
+        pts = rng.uniform([X0, Y0], [X0 + 6000, Y0 + 4000], size=(n, 2))
+        parts = shapely.get_parts(
+            shapely.voronoi_polygons(shapely.multipoints(pts), extend_to=extent)
+        )
+        return shapely.intersection(parts, extent)
+
+    a = cells(900)
+    codes = rng.choice(["0101", "0701", "0601", "1101"], size=len(a))
+    gpd.GeoDataFrame({"code": codes}, geometry=a, crs="EPSG:4549").to_file(
+        tmp_path / "a.gpkg"
+    )
+    b = cells(300)
+    b = shapely.buffer(b, rng.uniform(-5, 40, size=len(b)))  # overlapping plots
+    gpd.GeoDataFrame(
+        {"code": rng.choice(["R2", "M1", "G1"], size=len(b))},
+        geometry=b,
+        crs="EPSG:4549",
+    ).to_file(tmp_path / "b.gpkg")
+    zones = [
+        shapely.Point(X0 + x, Y0 + y).buffer(r, quad_segs=32)
+        for x, y, r in rng.uniform([0, 0, 200], [6000, 4000, 900], size=(12, 3))
+    ]
+    gpd.GeoDataFrame({"z": range(len(zones))}, geometry=zones, crs="EPSG:4549").to_file(
+        tmp_path / "z.gpkg"
+    )
+    gpd.GeoDataFrame(
+        {"name": ["W", "E"]},
+        geometry=[
+            shapely.box(X0 - 10, Y0 - 10, X0 + 3100, Y0 + 4010),
+            shapely.box(X0 + 3100, Y0 - 10, X0 + 6010, Y0 + 4010),
+        ],
+        crs="EPSG:4549",
+    ).to_file(tmp_path / "u.gpkg")
+    (tmp_path / "rules.toml").write_text(
+        """[[rule]]
+id = "I"
+title = "耕地上的居住"
+severity = "high"
+relation = "intersect"
+a = { layer = "a", class = "01" }
+b = { layer = "b", class = "07" }
+[[rule]]
+id = "D"
+title = "城规建设用地以外的居住"
+severity = "low"
+relation = "difference"
+a = { layer = "a", class = "07" }
+b = { layer = "b", class = ["construction"] }
+[[rule]]
+id = "Z"
+title = "红线内的工业"
+severity = "medium"
+relation = "intersect"
+a = { layer = "a", class = "10" }
+b = { layer = "z", class = "eco_redline" }
+distance = 50
+[[rule]]
+id = "S"
+title = "城规地块相互重叠"
+severity = "low"
+relation = "intersect"
+a = { layer = "b" }
+b = { layer = "b" }
+""",
+        encoding="utf-8",
+    )
+    (tmp_path / "p.toml").write_text(
+        """[project]
+name = "t"
+units = "u"
+grid = 700
+rules = ["rules.toml"]
+out = "out"
+[layers.a]
+path = "a.gpkg"
+class_field = "code"
+classification = "gbt21010"
+[layers.b]
+path = "b.gpkg"
+class_field = "code"
+classification = "gb50137"
+[layers.z]
+path = "z.gpkg"
+class = "eco_redline"
+id_field = "z"
+[layers.u]
+path = "u.gpkg"
+""",
+        encoding="utf-8",
+    )
+    return read_project(tmp_path / "p.toml")
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_unseen_data_gives_the_same_pieces_for_every_tiling(tmp_path, seed):
+    project = _random_project(tmp_path, seed)
+    layers = multiplan.read_layers(project)
+    base = multiplan.check(project, layers=layers, tile_size=0, workers=1)
+    assert set(base.pieces["rule_id"]) == {"I", "D", "Z", "S"}
+    for tile_size, workers in ((500, 2), (1300, 1), (2900, 2)):
+        other = multiplan.check(
+            project, layers=layers, tile_size=tile_size, workers=workers
+        )
+        a, b = base.pieces, other.pieces
+        assert len(a) == len(b)
+        cols = [c for c in a.columns if c != "geometry"]
+        assert a[cols].equals(b[cols]), tile_size
+        assert shapely.equals_exact(
+            a.geometry.to_numpy(), b.geometry.to_numpy(), tolerance=0
+        ).all()
+        assert base.summary.equals(other.summary)
+        assert base.by_unit.equals(other.by_unit)
+        assert base.units.equals(other.units)
+
+
+def test_tiles_cover_every_a_feature_once():
+    points = shapely.points(np.array([[0.5, 0.5], [1.5, 0.2], [0.2, 2.5], [2.0, 2.0]]))
+    grid = TileGrid(0.0, 0.0, 1.0)
+    keys = grid.keys(points)
+    assert len(set(keys.tolist())) == 4
+    assert TileGrid().keys(points).tolist() == [0, 0, 0, 0]
+    assert default_tile_size(10, (0, 0, 1, 1)) == 0.0
+
+
+def test_plan_chooses_one_tile_for_the_demo():
+    project = read_project(DEMO)
+    layers = multiplan.read_layers(project, ["tugui", "chenggui"])
+    grid, keys = plan(layers, ["tugui", "chenggui"], None)
+    assert grid.size == 0
+    assert keys == [0]
+    grid, keys = plan(layers, ["tugui"], 5000)
+    assert len(keys) > 4
+
+
+def test_local_cluster_gives_the_same_outputs(demo_untiled, tmp_path):
+    out = tmp_path / "cluster"
+    r = run(
+        "check", DEMO, "--out", out, "--no-map", "-q",
+        "--tile-size", 6000, "--cluster", "local", "--workers", 2,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    for name in DATA_FILES:
+        assert (out / name).read_bytes() == (demo_untiled / name).read_bytes(), name
+
+
+def test_an_unreachable_scheduler_is_exit_2(tmp_path):
+    r = run("check", DEMO, "--out", tmp_path / "o", "--cluster", "tcp://127.0.0.1:9")
+    assert r.exit_code == 2
+    assert "cannot reach the dask scheduler at tcp://127.0.0.1:9" in r.output
+    r = run("check", DEMO, "--out", tmp_path / "o", "--cluster", "nowhere")
+    assert r.exit_code == 2
+    assert "--cluster must be local" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_worker_without_the_inputs_says_which(tmp_path):
+    """A worker reads the inputs from the manifest's paths; a missing one is named."""
+    project = _random_project(tmp_path, 5)
+    (tmp_path / "b.gpkg").unlink()
+    with pytest.raises(InputError, match=r"b\.gpkg"):
+        tile_task(str(project.path), ["I"], TileGrid(), 0)
+
+
+def test_cluster_refuses_layers_given_in_memory(tmp_path):
+    project = _random_project(tmp_path, 6)
+    layers = multiplan.read_layers(project)
+    with pytest.raises(multiplan.InputError, match="reads the layers on its workers"):
+        multiplan.check(project, layers=layers, cluster="local")
