@@ -177,6 +177,8 @@ def fuse(
     layers: LayerInput | None = None,
     workers: int | None = None,
     progress: Progress = no_progress,
+    tile_size: float | None = None,
+    cluster: str | None = None,
 ) -> FuseResult:
     """Build the one map (一张图): the faces of the overlay of the ``[fusion]`` layers.
 
@@ -196,6 +198,9 @@ def fuse(
         Threads for the conflict check; default all cores.
     progress
         Called as ``progress(stage, done, total, item)``.
+    tile_size, cluster
+        How the conflict check behind ``conflicts`` is cut and where it runs (see
+        :func:`multiplan.check`); the faces are noded on this machine.
 
     Returns
     -------
@@ -218,7 +223,15 @@ def fuse(
     lay = ensure_layers(project, [n for n in names if n], layers, progress=progress)
     pieces = None
     if rules:
-        pieces, _ = find_pieces(project, rules, lay, workers=workers, progress=progress)
+        pieces, _ = find_pieces(
+            project,
+            rules,
+            lay,
+            workers=workers,
+            progress=progress,
+            tile_size=tile_size,
+            cluster=cluster,
+        )
     progress("noding", 0, 1, f"{len(spec.layers)} layers")
     return fuse_layers(project, lay, conflicts=pieces, progress=progress)
 

@@ -17,6 +17,7 @@ from multiplan.cli.options import (
     output_folder,
     project_argument,
     read_project,
+    scale_options,
     stage_progress,
     workers_option,
     wrote,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 @out_option()
 @workers_option("Threads for the conflict check.")
 @lang_option("Language of the map and the ledger.")
+@scale_options
 @db_option
 @force_option
 @common_options
@@ -39,6 +41,8 @@ def fuse_cmd(
     out: Path | None,
     workers: int | None,
     lang: str,
+    tile_size: float | None,
+    cluster: str | None,
     db: str | None,
     force: bool,
 ) -> None:
@@ -66,7 +70,13 @@ def fuse_cmd(
         output_folder(project, out, force=force) as folder,
         stage_progress() as progress,
     ):
-        result = fuse(project, workers=workers, progress=progress)
+        result = fuse(
+            project,
+            workers=workers,
+            progress=progress,
+            tile_size=tile_size,
+            cluster=cluster,
+        )
         progress("writing", 0, 1, str(folder.path))
         files = result.write(folder, lang=lang, db=target)  # type: ignore[arg-type]
     by_area = result.notes.get("faces_attributed_by_area", 0)

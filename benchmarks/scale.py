@@ -1,0 +1,260 @@
+"""Scale: the whole ``multiplan check`` process against read + geopandas.overlay + write.
+
+    python benchmarks/scale.py [--scales 1 4] [--fuse-scale 0.25] [--skip cluster]
+    python benchmarks/scale.py --scales 40      # a 4-million-parcel province (needs hours and ~20 GiB)
+
+At scale 1 the district has 100 000 parcels (plan A), 20 000 parcels (plan B) and
+30 red-line zones of 2 000–7 000 vertices (``synthetic.make_district``); scale 4
+has four times each. The rules are A × B and A × zones (intersect), what the
+naive script computes. Each method runs in its own process; the script prints
+wall time, peak memory (VmHWM of the process that runs the check: a cluster's
+workers are separate processes, not counted), pieces per second and the ratio of
+the naive script's time to each method's. The outputs of every multiplan method
+must be byte-identical (conflicts.gpkg, summary.csv); the script exits 1 if not.
+
+Methods:
+
+* ``naive``: ``geopandas.read_file`` of the three layers, two
+  ``geopandas.overlay(how="intersection")``, the areas, one ``pyogrio`` write;
+* ``check``: ``multiplan check --no-map --tile-size 0`` (one tile), the whole process;
+* ``tiled``: the same with four tiles (``--tile-size`` half the district's side);
+* ``cluster``: the same tiles on ``--cluster local`` with two worker processes;
+* ``fuse`` (at ``--fuse-scale``): ``multiplan fuse`` of plans A and B, faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+RULES = """[[rule]]
+id = "AB"
+title = "两规重叠"
+severity = "medium"
+relation = "intersect"
+a = { layer = "a" }
+b = { layer = "b" }
+
+[[rule]]
+id = "AZ"
+title = "生态保护红线内"
+severity = "high"
+relation = "intersect"
+a = { layer = "a" }
+b = { layer = "zones" }
+"""
+
+
+def prepare(folder: Path, scale: float) -> tuple[Path, int, float]:
+    """Write the district's layers and a manifest; return it, the parcels and the side."""
+    from synthetic import make_district
+
+    layers = make_district(scale)
+    for name in ("a", "b", "zones"):
+        layers[name].to_file(folder / f"{name}.gpkg", layer=name)
+    (folder / "rules.toml").write_text(RULES, encoding="utf-8")
+    manifest = folder / "project.toml"
+    manifest.write_text(
+        """[project]
+name = "scale"
+crs = "EPSG:4549"
+rules = ["rules.toml"]
+out = "out"
+[layers.a]
+path = "a.gpkg"
+class_field = "code"
+classification = "gbt21010"
+id_field = "aid"
+[layers.b]
+path = "b.gpkg"
+class_field = "code"
+classification = "gb50137"
+id_field = "bid"
+[layers.zones]
+path = "zones.gpkg"
+class = "eco_redline"
+id_field = "zid"
+[fusion]
+layers = ["a", "b"]
+priority = ["b", "a"]
+""",
+        encoding="utf-8",
+    )
+    return manifest, len(layers["a"]), 22_400.0 * math.sqrt(scale)
+
+
+def _peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(method: str, manifest: Path, side: float) -> dict[str, object]:
+    """Run one method in this process; return what it measured."""
+    folder = manifest.parent
+    t = time.perf_counter()
+    if method == "naive":
+        import geopandas as gpd
+        import pandas as pd
+        import pyogrio
+
+        a = gpd.read_file(folder / "a.gpkg")
+        b = gpd.read_file(folder / "b.gpkg")
+        z = gpd.read_file(folder / "zones.gpkg")
+        r1 = gpd.overlay(a, b, how="intersection", keep_geom_type=True)
+        r2 = gpd.overlay(a, z, how="intersection", keep_geom_type=True)
+        out = pd.concat([r1, r2], ignore_index=True)
+        out["area_m2"] = out.area
+        pyogrio.write_dataframe(out, folder / "naive.gpkg", layer="naive")
+        pieces = len(out)
+    else:
+        from multiplan.cli import main
+
+        out_dir = folder / f"out-{method}"
+        args = ["--out", str(out_dir), "-q"]
+        if method == "fuse":
+            main(["fuse", str(manifest), *args], standalone_mode=False)
+            import pyogrio
+
+            pieces = int(
+                pyogrio.read_info(out_dir / "onemap.gpkg", layer="onemap")["features"]
+            )
+        else:
+            tile = "0" if method == "check" else str(math.ceil(side / 2))
+            extra = (
+                ["--cluster", "local", "--workers", "2"] if method == "cluster" else []
+            )
+            main(
+                [
+                    "check",
+                    str(manifest),
+                    "--no-map",
+                    "--tile-size",
+                    tile,
+                    *args,
+                    *extra,
+                ],
+                standalone_mode=False,
+            )
+            pieces = int(
+                json.loads((out_dir / "run.json").read_text())["counts"]["pieces"]
+            )
+    return {"seconds": time.perf_counter() - t, "peak_mb": _peak_mb(), "pieces": pieces}
+
+
+def run(method: str, manifest: Path, side: float) -> dict[str, object]:
+    """Run a method in a process of its own."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            method,
+            "--manifest",
+            str(manifest),
+            "--side",
+            str(side),
+        ],
+        stdout=subprocess.PIPE,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return {"failed": f"exit {proc.returncode}"}
+    return dict(json.loads(proc.stdout.decode().strip().splitlines()[-1]))
+
+
+def main() -> int:
+    """Generate each scale, run every method, print the table; exit 1 on a mismatch."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 4.0])
+    parser.add_argument("--fuse-scale", type=float, default=0.25)
+    parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--child")
+    parser.add_argument("--manifest", type=Path)
+    parser.add_argument("--side", type=float, default=0.0)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.manifest, args.side)))
+        return 0
+    ok = True
+    results: dict[float, dict[str, dict[str, object]]] = {}
+    for scale in args.scales:
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest, n, side = prepare(Path(tmp), scale)
+            print(
+                f"\nscale {scale:g}: {n:,} parcels (A) × {n // 5:,} (B) + {round(30 * scale)} zones"
+            )
+            print(
+                f"{'method':<10}{'seconds':>9}{'peak MB':>10}{'pieces':>11}{'pieces/s':>11}  naive ÷ method"
+            )
+            methods = [
+                m for m in ("naive", "check", "tiled", "cluster") if m not in args.skip
+            ]
+            row: dict[str, dict[str, object]] = {}
+            for m in methods:
+                r = run(m, manifest, side)
+                row[m] = r
+                if "failed" in r:
+                    print(f"{m:<10}  {r['failed']}")
+                    ok = False
+                    continue
+                sec = float(r["seconds"])  # type: ignore[arg-type]
+                base = (
+                    float(row["naive"]["seconds"])
+                    if "seconds" in row.get("naive", {})
+                    else sec
+                )  # type: ignore[arg-type]
+                print(
+                    f"{m:<10}{sec:>9.2f}{float(r['peak_mb']):>10,.0f}{int(r['pieces']):>11,}"  # type: ignore[arg-type,call-overload]
+                    f"{int(r['pieces']) / sec:>11,.0f}  {base / sec:.2f}"  # type: ignore[call-overload]
+                )
+            outs = [
+                Path(tmp) / f"out-{m}"
+                for m in ("check", "tiled", "cluster")
+                if m in row and "seconds" in row[m]
+            ]
+            for name in ("conflicts.gpkg", "summary.csv"):
+                blobs = {o.name: (o / name).read_bytes() for o in outs}
+                same = len(set(blobs.values())) <= 1
+                ok &= same
+                print(
+                    f"{name}: {'identical' if same else 'DIFFERENT'} across {', '.join(blobs)}"
+                )
+            results[scale] = row
+    if len(results) >= 2:
+        s0, s1 = sorted(results)[:2]
+        for m in ("check", "tiled"):
+            a, b = results[s0].get(m, {}), results[s1].get(m, {})
+            if "seconds" in a and "seconds" in b:
+                print(
+                    f"{m}: {s1 / s0:g}× the data: {float(b['seconds']) / float(a['seconds']):.2f}× the time, "  # type: ignore[arg-type]
+                    f"{float(b['peak_mb']) / float(a['peak_mb']):.2f}× the peak memory"  # type: ignore[arg-type]
+                )
+    if "fuse" not in args.skip:
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest, n, side = prepare(Path(tmp), args.fuse_scale)
+            r = run("fuse", manifest, side)
+            if "seconds" in r:
+                print(
+                    f"\nfuse at scale {args.fuse_scale:g} ({n:,} + {n // 5:,} parcels): "
+                    f"{float(r['seconds']):.2f} s, {float(r['peak_mb']):,.0f} MB, {int(r['pieces']):,} faces"  # type: ignore[arg-type,call-overload]
+                )
+            else:
+                print(f"fuse: {r.get('failed')}")
+                ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
