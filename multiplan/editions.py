@@ -27,6 +27,7 @@ from multiplan.layers import LayerInput, ensure_layers
 from multiplan.levels import Levels, build_levels, per_level
 from multiplan.noding import Faces, cover, covering_pairs, node_faces
 from multiplan.outputs import OutputFolder, write_set
+from multiplan.overlay import default_workers
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files
 
@@ -184,6 +185,7 @@ def diff(
     level: int = 1,
     layers: LayerInput | None = None,
     progress: Progress = no_progress,
+    workers: int | None = None,
 ) -> DiffResult:
     """Compare two editions of a plan (two layers of the manifest), SPEC §14.
 
@@ -200,6 +202,9 @@ def diff(
         Layers already read (or GeoDataFrames to use); what is missing is read.
     progress
         Called as ``progress(stage, done, total, item)``.
+    workers
+        Threads that find what covers each face (default all cores); the faces
+        are the same for any number.
 
     Returns
     -------
@@ -232,7 +237,9 @@ def diff(
             )
     levels = build_levels(project, lay)
     progress("noding", 0, 1, f"{old} / {new}")
-    changes = edition_faces(project, lay, old, new, level=level, levels=levels)
+    changes = edition_faces(
+        project, lay, old, new, level=level, levels=levels, workers=workers
+    )
     transitions = transition_table(changes, level)
     by_unit = None
     if levels is not None:
@@ -277,8 +284,10 @@ def edition_faces(
     *,
     level: int = 1,
     levels: Levels | None = None,
+    workers: int | None = None,
 ) -> gpd.GeoDataFrame:
     """Return the faces of the overlay of two editions (inside the boundary), split at units."""
+    workers = default_workers() if workers is None else max(1, int(workers))
     boundary = None
     if project.boundary and project.boundary in layers:
         boundary = shapely.union_all(
@@ -289,14 +298,14 @@ def edition_faces(
     sets = [a, b]
     if levels is not None:
         sets.append(levels.cells)
-    nodes = node_faces(sets, boundary)
+    nodes = node_faces(sets, boundary, workers=workers)
     if levels is not None:  # keep the faces of the editions, not those of units alone
         keep = np.zeros(len(nodes.geoms), dtype=bool)
         keep[covering_pairs(nodes, a)[0]] = True
         keep[covering_pairs(nodes, b)[0]] = True
         nodes = nodes.take(keep)
-    old_id, old_cls = cover(nodes, layers[old])
-    new_id, new_cls = cover(nodes, layers[new])
+    old_id, old_cls = cover(nodes, layers[old], workers=workers)
+    new_id, new_cls = cover(nodes, layers[new], workers=workers)
     lo, ln = class_at(old_cls, level), class_at(new_cls, level)
     has_old = np.array([v is not None for v in old_id], dtype=bool)
     has_new = np.array([v is not None for v in new_id], dtype=bool)

@@ -10,17 +10,20 @@ of units (:mod:`multiplan.levels`).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import shapely
 
 from multiplan.layers import CLASS_COL
+from multiplan.overlay import parallel_map
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    import pandas as pd
 
 CLEARANCE_M = 0.05
 """A face whose interior point lies closer than this to its own boundary is attributed by area."""
@@ -44,12 +47,14 @@ class Faces:
         return Faces(self.geoms[mask], self.points[mask], self.doubtful[mask])
 
 
-def covering_pairs(faces: Faces, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def covering_pairs(
+    faces: Faces, geoms: np.ndarray, *, workers: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(face, geometry)`` index pairs: which geometries cover each face.
 
     A face is covered by a geometry that holds its interior point or, for a
     doubtful face, that shares more than half of its area. Pairs are sorted by
-    face, then geometry.
+    face, then geometry, whatever the number of ``workers`` (threads).
 
     Examples
     --------
@@ -64,13 +69,26 @@ def covering_pairs(faces: Faces, geoms: np.ndarray) -> tuple[np.ndarray, np.ndar
         return empty, empty
     tree = shapely.STRtree(geoms)
     sure = np.flatnonzero(~faces.doubtful)
-    fi, gi = tree.query(faces.points[sure], predicate="within")
-    fi = sure[fi]
+
+    def within(part: np.ndarray) -> np.ndarray:
+        hit = tree.query(faces.points[part], predicate="within")
+        return np.stack([part[hit[0]], hit[1]])
+
+    chunks = np.array_split(sure, max(1, min(4 * workers, len(sure) // 8192)))
+    if workers > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            fi, gi = np.concatenate(list(pool.map(within, chunks)), axis=1)
+    else:
+        fi, gi = within(sure)
     doubt = np.flatnonzero(faces.doubtful)
     if len(doubt):
         di, dj = tree.query(faces.geoms[doubt], predicate="intersects")
         di = doubt[di]
-        shared = shapely.area(shapely.intersection(faces.geoms[di], geoms[dj]))
+        shared = shapely.area(
+            parallel_map(
+                shapely.intersection, faces.geoms[di], geoms[dj], workers=workers
+            )
+        )
         keep = shared > 0.5 * shapely.area(faces.geoms[di])
         fi, gi = np.concatenate([fi, di[keep]]), np.concatenate([gi, dj[keep]])
     order = np.lexsort((gi, fi))
@@ -78,12 +96,17 @@ def covering_pairs(faces: Faces, geoms: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def node_faces(
-    polygon_sets: Sequence[np.ndarray], boundary: shapely.Geometry | None
+    polygon_sets: Sequence[np.ndarray],
+    boundary: shapely.Geometry | None,
+    *,
+    workers: int = 1,
 ) -> Faces:
     """Return the faces of the overlay of all polygons (inside ``boundary``), with their points.
 
-    Every polygon boundary is noded once; the faces are the polygons of the noded
-    linework that lie inside the boundary and inside at least one polygon.
+    Every polygon boundary is noded once, in one GEOS call; the faces are the
+    polygons of the noded linework that lie inside the boundary and inside at
+    least one polygon. ``workers`` threads find their points and what covers
+    them; the faces are the same for any number.
     """
     geoms = (
         np.concatenate([np.asarray(g, dtype=object) for g in polygon_sets])
@@ -102,16 +125,20 @@ def node_faces(
         shapely.get_parts(shapely.polygonize(shapely.get_parts(noded))), dtype=object
     )
     polys = polys[shapely.area(polys) > 0]
-    pts = shapely.point_on_surface(polys)
-    clearance = shapely.distance(pts, shapely.boundary(polys))
+    pts = parallel_map(shapely.point_on_surface, polys, workers=workers)
+    clearance = parallel_map(_clearance, pts, polys, workers=workers)
     faces = Faces(polys, pts, clearance < CLEARANCE_M)
     keep = np.zeros(len(polys), dtype=bool)
-    keep[covering_pairs(faces, geoms)[0]] = True
+    keep[covering_pairs(faces, geoms, workers=workers)[0]] = True
     if boundary is not None:
         inside = np.zeros(len(polys), dtype=bool)
         inside[covering_pairs(faces, np.array([boundary], dtype=object))[0]] = True
         keep &= inside
     return faces.take(keep)
+
+
+def _clearance(pts: np.ndarray, polys: np.ndarray) -> np.ndarray:
+    return np.asarray(shapely.distance(pts, shapely.boundary(polys)))
 
 
 def build_faces(
@@ -128,24 +155,49 @@ def build_faces(
     return node_faces(polygon_sets, boundary).geoms
 
 
-def cover(faces: Faces, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def cover(
+    faces: Faces, frame: pd.DataFrame, *, workers: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """For each face: the covering features' ids (sorted as text, comma-joined) and the first one's class."""
     n = len(faces.geoms)
     ids = np.full(n, None, dtype=object)
     cls = np.full(n, None, dtype=object)
     if not len(frame) or not n:
         return ids, cls
-    pi, fi = covering_pairs(faces, np.asarray(frame.geometry.array, dtype=object))
+    pi, fi = covering_pairs(
+        faces, np.asarray(frame.geometry.array, dtype=object), workers=workers
+    )
     if not len(pi):
         return ids, cls
-    fid = np.asarray(frame.index, dtype=object)[fi].astype(str)
+    fid = np.array([str(v) for v in frame.index], dtype=object)[fi]
     fcls = frame[CLASS_COL].to_numpy(dtype=object)[fi]
-    df = pd.DataFrame({"p": pi, "id": fid, "cls": fcls}).sort_values(
-        ["p", "id"], kind="stable"
-    )
-    grouped = df.groupby("p", sort=True)
-    first = grouped.first()
-    joined = grouped["id"].agg(",".join)
-    ids[first.index.to_numpy()] = joined.to_numpy(dtype=object)
-    cls[first.index.to_numpy()] = first["cls"].to_numpy(dtype=object)
+    # most faces lie in one feature of a layer: no sorting or joining for those
+    single = np.bincount(pi, minlength=n)[pi] == 1
+    ids[pi[single]] = fid[single]
+    cls[pi[single]] = fcls[single]
+    if single.all():
+        return ids, cls
+    pi, fid, fcls = pi[~single], fid[~single], fcls[~single]
+    _, code = np.unique(fid.astype(str), return_inverse=True)
+    order = np.lexsort((code, pi))  # by face, then id as text
+    faces_at, id_runs = runs(pi[order], fid[order])
+    _, cls_runs = runs(pi[order], fcls[order])
+    ids[faces_at] = [",".join(g) for g in id_runs]
+    # the class of the first covering feature that has one
+    cls[faces_at] = [next((c for c in g if c is not None), None) for g in cls_runs]
     return ids, cls
+
+
+def runs(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Split ``values`` where the sorted ``keys`` change: return each run's key and values.
+
+    Examples
+    --------
+    >>> k, v = runs(np.array([3, 3, 5]), np.array(["a", "b", "c"], dtype=object))
+    >>> k.tolist(), [g.tolist() for g in v]
+    ([3, 5], [['a', 'b'], ['c']])
+    """
+    if not len(keys):
+        return keys, []
+    cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return keys[np.r_[0, cut]], np.split(values, cut)

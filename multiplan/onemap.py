@@ -33,8 +33,9 @@ from multiplan.areas import area_m2, to_mu
 from multiplan.io import csv_writer, gpkg_writer
 from multiplan.layers import LayerInput, ensure_layers
 from multiplan.levels import level_names
-from multiplan.noding import Faces, cover, covering_pairs, node_faces
+from multiplan.noding import Faces, cover, covering_pairs, node_faces, runs
 from multiplan.outputs import OutputFolder, write_set
+from multiplan.overlay import default_workers
 from multiplan.patches import difference_patches, difference_table
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files
@@ -195,7 +196,9 @@ def fuse(
     layers
         Layers already read (or GeoDataFrames to use); what is missing is read.
     workers
-        Threads for the conflict check; default all cores.
+        Threads for the conflict check and the faces' attribution; default
+        all cores.
+        The faces are the same for any number.
     progress
         Called as ``progress(stage, done, total, item)``.
     tile_size, cluster
@@ -233,7 +236,9 @@ def fuse(
             cluster=cluster,
         )
     progress("noding", 0, 1, f"{len(spec.layers)} layers")
-    return fuse_layers(project, lay, conflicts=pieces, progress=progress)
+    return fuse_layers(
+        project, lay, conflicts=pieces, progress=progress, workers=workers
+    )
 
 
 def fuse_layers(
@@ -242,9 +247,15 @@ def fuse_layers(
     *,
     conflicts: pd.DataFrame | None = None,
     progress: Progress = no_progress,
+    workers: int | None = None,
 ) -> FuseResult:
-    """Build the one-map faces (and the difference patches with ``compare``) from loaded layers."""
+    """Build the one-map faces (and the difference patches with ``compare``) from loaded layers.
+
+    ``workers`` threads attribute the faces (default all cores); the
+    faces are the same for any number.
+    """
     spec = project.fusion
+    workers = default_workers() if workers is None else max(1, int(workers))
     boundary = None
     if project.boundary and project.boundary in layers:
         boundary = shapely.union_all(
@@ -254,13 +265,14 @@ def fuse_layers(
     nodes = node_faces(
         [np.asarray(layers[n].geometry.array, dtype=object) for n in fused],
         boundary,
+        workers=workers,
     )
     faces, pts = nodes.geoms, nodes.points
     data: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
     for i, n in enumerate(fused):
         progress("attributing", i, len(fused), n)
-        ids, cls = cover(nodes, layers[n])
+        ids, cls = cover(nodes, layers[n], workers=workers)
         data[f"{n}_id"] = ids
         data[f"{n}_class"] = cls
         per_class[n] = cls
@@ -272,7 +284,7 @@ def fuse_layers(
         source[has] = n
     data["class"] = resolved
     data["source"] = source
-    data["conflicts"] = _conflict_ids(nodes, conflicts)
+    data["conflicts"] = _conflict_ids(nodes, conflicts, workers)
     if spec.compare is not None:
         data["diff_class"] = _diff_classes(
             per_class[spec.compare[0]],
@@ -317,18 +329,28 @@ def fuse_layers(
     )
 
 
-def _conflict_ids(faces: Faces, conflicts: pd.DataFrame | None) -> np.ndarray:
+def _conflict_ids(
+    faces: Faces, conflicts: pd.DataFrame | None, workers: int
+) -> np.ndarray:
     out = np.full(len(faces.geoms), None, dtype=object)
     if conflicts is None or not len(conflicts) or not len(faces.geoms):
         return out
-    pi, ci = covering_pairs(faces, np.asarray(conflicts.geometry.array, dtype=object))
+    pi, ci = covering_pairs(
+        faces, np.asarray(conflicts.geometry.array, dtype=object), workers=workers
+    )
     if not len(pi):
         return out
-    df = pd.DataFrame(
-        {"p": pi, "r": conflicts["rule_id"].to_numpy(dtype=object)[ci]}
-    ).drop_duplicates()
-    joined = df.sort_values(["p", "r"]).groupby("p")["r"].agg(",".join)
-    out[joined.index.to_numpy()] = joined.to_numpy(dtype=object)
+    rules, code = np.unique(
+        conflicts["rule_id"].to_numpy(dtype=object)[ci].astype(str), return_inverse=True
+    )
+    pair = np.unique(pi.astype(np.int64) * len(rules) + code)  # by face, then rule
+    face, rule = pair // len(rules), pair % len(rules)
+    names = rules.astype(object)
+    single = np.bincount(face, minlength=len(out))[face] == 1
+    out[face[single]] = names[rule[single]]
+    if not single.all():
+        starts, groups = runs(face[~single], names[rule[~single]])
+        out[starts] = [",".join(g) for g in groups]
     return out
 
 
@@ -381,8 +403,10 @@ def build_onemap_map(result: FuseResult, *, lang: Lang = "zh") -> folium.Map:
             key = np.array(["" if c is None else str(c) for c in cls], dtype=object)
             codes = sorted(set(key.tolist()))
             geoms = np.asarray(faces.geometry.array, dtype=object)
+            # faces of one noding form a coverage: merged without a general union
             merged = np.array(
-                [shapely.union_all(geoms[key == c]) for c in codes], dtype=object
+                [shapely.coverage_union_all(geoms[key == c]) for c in codes],
+                dtype=object,
             )
             enc = encode_polygons(display_geoms(merged, project, 1.0, gcj02=gcj))
             groups.append(

@@ -344,3 +344,45 @@ def test_every_face_lies_in_the_features_it_names():
         for i, face in enumerate(faces.geoms):
             want = _area_truth(face, frame)
             assert (ids[i].split(",") if ids[i] else []) == want, (i, face.area)
+
+
+def test_attribution_by_threads_equals_one_thread_and_a_brute_force():
+    """Faces covered by several features of a layer: ids as text, first class; any workers."""
+    from multiplan.noding import cover as _cover
+    from multiplan.noding import covering_pairs, node_faces
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    x, y = rng.uniform(0, 3000, n), rng.uniform(0, 3000, n)
+    w, h = rng.uniform(20, 250, n), rng.uniform(20, 250, n)
+    boxes = shapely.box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
+    frame = gpd.GeoDataFrame(
+        geometry=boxes, crs=4549, index=pd.Index([f"f{i}" for i in range(n)], name="id")
+    )
+    # some features without a class: the first one that has one wins
+    frame["_class"] = pd.Series(
+        [None if i % 3 == 0 else f"{i % 7:02d}" for i in range(n)],
+        index=frame.index,
+        dtype=object,
+    )
+    one = node_faces([boxes], None, workers=1)
+    two = node_faces([boxes], None, workers=2)
+    assert len(one.geoms) > 20_000  # enough faces for the threads to share them
+    assert shapely.equals_exact(one.geoms, two.geoms, tolerance=0).all()
+    assert shapely.equals_exact(one.points, two.points, tolerance=0).all()
+    assert (one.doubtful == two.doubtful).all()
+    p1, g1 = covering_pairs(one, boxes, workers=1)
+    p2, g2 = covering_pairs(one, boxes, workers=2)
+    assert p1.tolist() == p2.tolist() and g1.tolist() == g2.tolist()
+    ids1, cls1 = _cover(one, frame, workers=1)
+    ids2, cls2 = _cover(one, frame, workers=2)
+    assert ids1.tolist() == ids2.tolist() and cls1.tolist() == cls2.tolist()
+    assert sum("," in i for i in ids1) > 1000  # many faces lie in several features
+    tree = shapely.STRtree(boxes)
+    sure = np.flatnonzero(~one.doubtful)
+    for i in rng.choice(sure, 300, replace=False):
+        hit = tree.query(one.points[i], predicate="within")
+        names = sorted(frame.index[hit])  # as text: f10 before f9
+        assert ids1[i] == ",".join(names)
+        classes = [frame.loc[k, "_class"] for k in names]
+        assert cls1[i] == next((c for c in classes if c is not None), None)

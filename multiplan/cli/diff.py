@@ -16,6 +16,7 @@ from multiplan.cli.options import (
     project_argument,
     read_project,
     stage_progress,
+    workers_option,
     wrote,
 )
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     show_default=True,
     help="Taxonomy level at which classes are compared: 1 (01 耕地) or 2 (0101 水田).",
 )
+@workers_option(
+    "Threads that attribute the faces (the faces are the same for any number)."
+)
 @lang_option("Language of the map, the report and the ledger.")
 @force_option
 @common_options
@@ -44,6 +48,7 @@ def diff_cmd(
     new: str,
     out: Path | None,
     level: int,
+    workers: int | None,
     lang: str,
     force: bool,
 ) -> None:
@@ -72,7 +77,9 @@ def diff_cmd(
         output_folder(project, out, force=force) as folder,
         stage_progress() as progress,
     ):
-        result = diff(project, old, new, level=level, progress=progress)
+        result = diff(
+            project, old, new, level=level, progress=progress, workers=workers
+        )
         progress("writing", 0, 1, str(folder.path))
         files = result.write(folder, lang=lang)  # type: ignore[arg-type]
     t = totals(result)

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 @click.command(name="fuse")
 @project_argument
 @out_option()
-@workers_option("Threads for the conflict check.")
+@workers_option(
+    "Threads for the conflict check and the faces' attribution (same faces for any number)."
+)
 @lang_option("Language of the map and the ledger.")
 @scale_options
 @db_option
