@@ -21,7 +21,7 @@ from multiplan.areas import to_mu
 from multiplan.errors import InputError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
     from multiplan.io import RasterSource
@@ -124,7 +124,6 @@ def raster_means(geoms: np.ndarray, raster: RasterSource, crs: Any) -> np.ndarra
     >>> raster_means(np.array([shapely.box(5, 10, 15, 20)]), r, None).tolist()
     [2.0]
     """
-    import geopandas as gpd
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
 
@@ -150,7 +149,49 @@ def raster_means(geoms: np.ndarray, raster: RasterSource, crs: Any) -> np.ndarra
     source = NumPyRasterSource(
         values, xmin, ymin, xmax, ymax, nodata=np.nan, srs_wkt=same.to_wkt()
     )
-    frame = gpd.GeoDataFrame({"k": live}, geometry=list(geoms[live]), crs=same)
-    means = exact_extract(source, frame, ["mean"], output="pandas", include_cols=["k"])
+    features = _wkb_features(live, shapely.to_wkb(geoms[live]), same.to_wkt())
+    means = exact_extract(
+        source, features, ["mean"], output="pandas", include_cols=["k"]
+    )
     out[means["k"].to_numpy(dtype=int)] = means["mean"].to_numpy(dtype=float)
     return out
+
+
+def _wkb_features(keys: np.ndarray, wkbs: np.ndarray, srs_wkt: str) -> Any:
+    """Return an exactextract feature source of WKB polygons with a key ``k``.
+
+    exactextract's own GeoDataFrame source passes every polygon through GeoJSON
+    text in Python (1.9 s of 2.8 s on the demo's 16 000 pieces); WKB made in one
+    vectorised call is read as it is.
+    """
+    from exactextract.feature import Feature, FeatureSource
+
+    class WkbFeature(Feature):  # type: ignore[misc]
+        def __init__(self, key: int, wkb: bytes) -> None:
+            super().__init__()
+            self.key, self.wkb = key, wkb
+
+        def geometry(self) -> bytes:
+            return self.wkb
+
+        def get(self, name: str) -> int:
+            return self.key
+
+        def fields(self) -> list[str]:
+            return ["k"]
+
+        def set_geometry_format(self) -> str:
+            return "wkb"
+
+    class WkbSource(FeatureSource):  # type: ignore[misc]
+        def count(self) -> int:
+            return len(keys)
+
+        def __iter__(self) -> Iterator[WkbFeature]:
+            for key, wkb in zip(keys.tolist(), wkbs.tolist(), strict=True):
+                yield WkbFeature(key, wkb)
+
+        def srs_wkt(self) -> str:
+            return srs_wkt
+
+    return WkbSource()

@@ -1,0 +1,135 @@
+"""Waits: what a planner waits on in the demo, outside the conflict check itself.
+
+    python benchmarks/waits.py [--repeat 3]
+
+* Land value at stake: the mean of the land-value raster under every conflict piece
+  of the demo, through exactextract (what ``check`` does) against the per-piece loop
+  of exact pixel weights multiplan used before (the tests' second method), with the
+  largest difference between them.
+* ``multiplan site``: the command on the demo as a planner runs it (a new process:
+  imports, reading what lies near the site, screening, writing site.html, site.csv,
+  site.json), and ``screen_site`` alone with the layers read.
+* ``import multiplan`` and ``import multiplan.cli`` in a new process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+DEMO = ROOT / "layers" / "xinbei" / "project.toml"
+SITE = "POLYGON ((495568 3531178, 495768 3531178, 495768 3531378, 495568 3531378, 495568 3531178))"
+
+
+def land_values() -> bool:
+    """Time the raster means both ways on the demo's pieces; return whether they agree."""
+    from helpers import pixel_weighted_means  # the per-piece loop, kept in the tests
+
+    import multiplan
+    from multiplan.values import raster_means
+
+    project = multiplan.read_project(DEMO)
+    layers = multiplan.read_layers(project)
+    pieces = multiplan.check(project, layers=layers).pieces
+    raster = layers.layer(project.yield_.revenue.raster).raster
+    geoms = np.asarray(pieces.geometry.array, dtype=object)
+    t = time.perf_counter()
+    fast = raster_means(geoms, raster, project.working_crs)
+    t_fast = time.perf_counter() - t
+    t = time.perf_counter()
+    loop = pixel_weighted_means(geoms, raster, project.working_crs)
+    t_loop = time.perf_counter() - t
+    both = np.isfinite(fast) & np.isfinite(loop)
+    same_nan = bool((np.isnan(fast) == np.isnan(loop)).all())
+    rel = float(
+        np.max(np.abs(fast[both] - loop[both]) / np.maximum(np.abs(loop[both]), 1e-9))
+    )
+    print(
+        f"land value at stake, {len(geoms):,} demo pieces: exactextract {t_fast:.2f} s, "
+        f"per-piece loop {t_loop:.2f} s ({t_loop / t_fast:.1f}×); "
+        f"largest relative difference {rel:.1e}, same pieces without a value: {same_nan}"
+    )
+    return same_nan and rel < 1e-6
+
+
+def site(repeat: int) -> None:
+    """Time ``multiplan site`` on the demo in new processes, and the screening alone."""
+    import multiplan
+
+    with tempfile.TemporaryDirectory() as tmp:
+        walls = []
+        for k in range(repeat):
+            t = time.perf_counter()
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "multiplan",
+                    "site",
+                    str(DEMO),
+                    SITE,
+                    "--out",
+                    f"{tmp}/o{k}",
+                    "-q",
+                ],
+                capture_output=True,
+                check=False,
+            )
+            walls.append(time.perf_counter() - t)
+            if proc.returncode not in (0, 1):  # 1: the site touches what [site] forbids
+                raise SystemExit(proc.stderr.decode())
+    project = multiplan.read_project(DEMO)
+    layers = multiplan.read_layers(project)
+    t = time.perf_counter()
+    result = multiplan.screen_site(project, SITE, layers=layers)
+    t_screen = time.perf_counter() - t
+    print(
+        f"multiplan site on the demo: {statistics.median(walls):.2f} s (median of {repeat}, a new "
+        f"process each); screen_site with the layers read {t_screen:.3f} s; verdict {result.verdict}"
+    )
+
+
+def imports(repeat: int) -> None:
+    """Time importing the package and its command line in new processes."""
+    for module in ("multiplan", "multiplan.cli"):
+        walls = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+            walls.append(time.perf_counter() - t)
+        base = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            base.append(time.perf_counter() - t)
+        print(
+            f"import {module}: {statistics.median(walls) - statistics.median(base):.2f} s "
+            f"(beyond Python's own start)"
+        )
+
+
+def main() -> int:
+    """Print every wait; exit 1 when the two land-value methods disagree."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    ok = land_values()
+    site(args.repeat)
+    imports(args.repeat)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
