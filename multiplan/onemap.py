@@ -196,9 +196,8 @@ def fuse(
     layers
         Layers already read (or GeoDataFrames to use); what is missing is read.
     workers
-        Threads for the conflict check and the faces' attribution; default
-        all cores.
-        The faces are the same for any number.
+        Threads for the conflict check and the faces' attribution (default
+        all cores); the faces are the same for any number.
     progress
         Called as ``progress(stage, done, total, item)``.
     tile_size, cluster
@@ -251,8 +250,8 @@ def fuse_layers(
 ) -> FuseResult:
     """Build the one-map faces (and the difference patches with ``compare``) from loaded layers.
 
-    ``workers`` threads attribute the faces (default all cores); the
-    faces are the same for any number.
+    ``workers`` threads attribute the faces (default all cores); the faces are
+    the same for any number.
     """
     spec = project.fusion
     workers = default_workers() if workers is None else max(1, int(workers))

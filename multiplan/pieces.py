@@ -51,20 +51,31 @@ def sort_pieces(
     """
     if not len(frame):
         return frame
-    keys = pd.DataFrame(index=frame.index)
-    names = []
     extra = list(columns[columns.index("unit") + 1 : columns.index("area_m2")])
-    for c in [*SORT_COLUMNS, *extra]:
-        col = frame[c]
-        keys[f"{c}.set"] = col.notna().to_numpy()
-        keys[f"{c}.text"] = [
-            ("" if v is None else str(v)) for v in col.to_numpy(dtype=object)
-        ]
-        names += [f"{c}.set", f"{c}.text"]
+    # each key as the rank of its text (nulls -1, first), sorted as integers
+    keys = [
+        _text_rank(frame[c].to_numpy(dtype=object)) for c in (*SORT_COLUMNS, *extra)
+    ]
     # ties (parts of one pair's piece) by area, then position: the same whatever
     # order the tiles produced them in
-    keys["area"] = frame["area_m2"].to_numpy(dtype=float)
     bounds = shapely.bounds(np.asarray(frame.geometry.array, dtype=object))
-    keys["x"], keys["y"] = bounds[:, 0], bounds[:, 1]
-    order = keys.sort_values([*names, "area", "x", "y"], kind="stable").index
-    return frame.loc[order].reset_index(drop=True)
+    area = frame["area_m2"].to_numpy(dtype=float)
+    order = np.lexsort((bounds[:, 1], bounds[:, 0], area, *reversed(keys)))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def _text_rank(values: np.ndarray) -> np.ndarray:
+    """Return each value's rank among the column's texts (``str(v)``); nulls get -1.
+
+    Examples
+    --------
+    >>> _text_rank(np.array(["b", None, "a", 10, "b"], dtype=object)).tolist()
+    [2, -1, 1, 0, 2]
+    """
+    null = pd.isna(values)
+    text = np.array(
+        [v if isinstance(v, str) else str(v) for v in values[~null]], dtype=object
+    )
+    rank = np.full(len(values), -1, dtype=np.int64)
+    rank[~null] = pd.factorize(text, sort=True)[0]
+    return rank

@@ -70,23 +70,27 @@ def plan(
     ``tile_size`` ``None`` chooses a size from the data (about
     :data:`FEATURES_PER_TILE` A features a tile); ``0`` makes one tile.
     """
-    points = [
-        representative_points(np.asarray(layers[n].geometry.array, dtype=object))
+    geoms = [
+        np.asarray(layers[n].geometry.array, dtype=object)
         for n in dict.fromkeys(a_layers)
         if n in layers and len(layers[n])
     ]
-    pts = np.concatenate(points) if points else np.zeros(0, dtype=object)
-    pts = pts[~shapely.is_empty(pts)] if len(pts) else pts
-    if not len(pts):
+    if not geoms:
         return TileGrid(), [0]
-    x0, y0, x1, y1 = shapely.total_bounds(pts)
-    size = (
-        default_tile_size(len(pts), (x0, y0, x1, y1))
-        if tile_size is None
-        else float(tile_size)
-    )
+    if tile_size is None:  # decided from counts and bounds, before any point is made
+        bounds = shapely.total_bounds(np.concatenate(geoms))
+        if np.isnan(bounds).any():
+            return TileGrid(), [0]
+        size = default_tile_size(sum(len(g) for g in geoms), tuple(bounds))
+    else:
+        size = float(tile_size)
     if size <= 0:
         return TileGrid(), [0]
+    pts = representative_points(np.concatenate(geoms))
+    pts = pts[~shapely.is_empty(pts)]
+    if not len(pts):
+        return TileGrid(), [0]
+    x0, y0, _, _ = shapely.total_bounds(pts)
     grid = TileGrid(math.floor(x0), math.floor(y0), size)
     return grid, sorted(set(grid.keys(pts).tolist()))
 

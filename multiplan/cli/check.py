@@ -101,11 +101,12 @@ def check_cmd(
         multiplan check layers/xinbei/project.toml --only ECO-01 --fail-on high
         multiplan check project.toml --db postgresql://planner@gis.local/onemap?schema=xinbei
     """
-    from multiplan.maps import check_tiles
     from multiplan.rulecheck import check
 
     project = read_project(project_path)
-    if not no_map:
+    if not no_map:  # folium is imported only for a map
+        from multiplan.maps import check_tiles
+
         check_tiles(tiles)
     target = database(project, db)
     with (
