@@ -13,17 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
-import pandas as pd
-import shapely
+from typing import TYPE_CHECKING, Any
 
 from multiplan import overlay, tiles
-from multiplan.areas import area_m2, to_mu
 from multiplan.errors import InputError
 from multiplan.layers import (
-    CLASS_COL,
     LayerInput,
     Layers,
     ensure_layers,
@@ -34,7 +28,8 @@ from multiplan.pieces import concat_pieces, sort_pieces
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files, run_record
 from multiplan.ruleinputs import check_layers_for_rules, layers_needed
-from multiplan.rules import SEVERITY_RANK, Rule, Selector, read_rules, select
+from multiplan.rules import SEVERITY_RANK, Rule, read_rules
+from multiplan.rulestages import RuleContext
 from multiplan.summary import summarise
 from multiplan.values import piece_values
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
@@ -45,6 +40,7 @@ if TYPE_CHECKING:
 
     import folium
     import geopandas as gpd
+    import pandas as pd
 
     from multiplan.io import Writer
     from multiplan.labels import Lang
@@ -395,7 +391,7 @@ def find_pieces(
     if cluster is not None:
         frames = _cluster_pieces(project, rules, grid, keys, cluster, workers, progress)
     else:
-        ctx = _Context(project, layers, workers, levels)
+        ctx = RuleContext(project, layers, workers, levels)
         for k, key in enumerate(keys):
             for i, rule in enumerate(rules):
                 progress(
@@ -460,227 +456,6 @@ def tile_task(
         rules = read_rules(project, only=only)
         lay = ensure_layers(project, layers_needed(project, rules), None)
         levels = build_levels(project, lay) if rules else None
-        cache[ck] = (rules, _Context(project, lay, 1, levels))
+        cache[ck] = (rules, RuleContext(project, lay, 1, levels))
     rules, ctx = cache[ck]
     return [ctx.rule_pieces(rule, grid, key) for rule in rules]
-
-
-class _Context:
-    """Caches shared by the rules of one run (private; not a public value)."""
-
-    def __init__(
-        self, project: Project, layers: Layers, workers: int, levels: Levels | None
-    ) -> None:
-        self.project = project
-        self.layers = layers
-        self.taxonomy = project.taxonomy
-        self.workers = workers
-        self._selections: dict[tuple[Any, ...], np.ndarray] = {}
-        self._buffered: dict[tuple[Any, ...], np.ndarray] = {}
-        self._inside: dict[str, np.ndarray] = {}
-        self._unit_hint: dict[str, np.ndarray] = {}
-        self._points: dict[str, np.ndarray] = {}
-        self._tiles: dict[tuple[Any, ...], np.ndarray] = {}
-        self._trees: dict[tuple[Any, ...], shapely.STRtree] = {}
-        self.boundary: shapely.Geometry | None = None
-        if project.boundary and project.boundary in layers:
-            self.boundary = shapely.union_all(_geoms(layers[project.boundary]))
-            shapely.prepare(self.boundary)
-        self.levels = levels
-        self.unit_geoms: np.ndarray | None = None
-        if levels is not None:
-            self.unit_geoms = levels.cells
-
-    # ---------------------------------------------------------------- select
-    def selection(
-        self, sel: Selector, rule: Rule | None = None, side: str = "a"
-    ) -> np.ndarray:
-        key = (sel.layer, sel.classes, sel.where)
-        if key not in self._selections:
-            frame = self.layers[sel.layer]
-            self._selections[key] = np.flatnonzero(
-                select(
-                    frame,
-                    sel,
-                    self.taxonomy,
-                    class_col=CLASS_COL,
-                    path=rule.pack if rule else None,
-                    key=f"rule {rule.id}.{side}.where" if rule else None,
-                )
-            )
-        return self._selections[key]
-
-    def geoms(self, sel: Selector, distance: float = 0.0) -> np.ndarray:
-        key = (sel.layer, sel.classes, sel.where, distance)
-        if key not in self._buffered:
-            g = _geoms(self.layers[sel.layer])[self.selection(sel)]
-            if distance > 0:
-                g = overlay.buffer(g, distance, workers=self.workers)
-            self._buffered[key] = g
-        return self._buffered[key]
-
-    def inside_boundary(self, layer: str) -> np.ndarray:
-        if layer not in self._inside:
-            geoms = _geoms(self.layers[layer])
-            self._inside[layer] = (
-                np.ones(len(geoms), dtype=bool)
-                if self.boundary is None
-                else shapely.covers(self.boundary, geoms)
-            )
-        return self._inside[layer]
-
-    def unit_hint(self, layer: str) -> np.ndarray:
-        if layer not in self._unit_hint:
-            assert self.unit_geoms is not None
-            self._unit_hint[layer] = overlay.covering_index(
-                _geoms(self.layers[layer]), self.unit_geoms
-            )
-        return self._unit_hint[layer]
-
-    # ---------------------------------------------------------------- one rule
-    def tile_of(self, sel: Selector, grid: tiles.TileGrid) -> np.ndarray:
-        """Return the tile key of each selected A feature (by its representative point)."""
-        key = (sel.layer, sel.classes, sel.where, grid)
-        if key not in self._tiles:
-            if sel.layer not in self._points:
-                self._points[sel.layer] = tiles.representative_points(
-                    _geoms(self.layers[sel.layer])
-                )
-            self._tiles[key] = grid.keys(self._points[sel.layer][self.selection(sel)])
-        return self._tiles[key]
-
-    def near(self, sel: Selector, distance: float, query: np.ndarray) -> np.ndarray:
-        """Return the positions (sorted) of the selected B geometries whose boxes meet ``query``'s."""
-        key = (sel.layer, sel.classes, sel.where, distance)
-        if key not in self._trees:
-            self._trees[key] = shapely.STRtree(self.geoms(sel, distance))
-        hit = self._trees[key].query(query)[1]
-        return np.unique(hit).astype(np.intp)
-
-    def rule_pieces(
-        self, rule: Rule, grid: tiles.TileGrid | None = None, key: int = 0
-    ) -> pd.DataFrame:
-        """Compose the stages for one rule: select → overlay → clip → split → area.
-
-        With a tile grid, only the A features whose representative point lies in
-        tile ``key`` (against the B features near them).
-        """
-        a_keep = None
-        if grid is not None and grid.size > 0:
-            a_keep = self.tile_of(rule.a, grid) == key
-        a_pos, b_pos, geoms = self.overlay(rule, a_keep)
-        if self.boundary is not None and len(geoms):
-            geoms = overlay.clip_pieces(
-                geoms,
-                self.boundary,
-                inside=self.inside_boundary(rule.a.layer)[a_pos],
-                workers=self.workers,
-            )
-            keep = shapely.area(geoms) > 0
-            geoms, a_pos = geoms[keep], a_pos[keep]
-            b_pos = None if b_pos is None else b_pos[keep]
-        unit_idx = np.full(len(geoms), -1, dtype=np.intp)
-        if self.unit_geoms is not None and len(geoms):
-            pi, unit_idx, geoms = overlay.split_pieces(
-                geoms,
-                self.unit_geoms,
-                hint=self.unit_hint(rule.a.layer)[a_pos],
-                workers=self.workers,
-            )
-            a_pos = a_pos[pi]
-            b_pos = None if b_pos is None else b_pos[pi]
-        area = (
-            area_m2(geoms, self.project.working_crs, self.project.area)
-            if len(geoms)
-            else np.zeros(0)
-        )
-        keep = area >= rule.min_area
-        b_pos = None if b_pos is None else b_pos[keep]
-        return self._frame(
-            rule, a_pos[keep], b_pos, unit_idx[keep], area[keep], geoms[keep]
-        )
-
-    def overlay(
-        self, rule: Rule, a_keep: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Return (A row, B row or None, piece) of a rule before clipping and splitting.
-
-        ``a_keep`` (over the selected A features) restricts the work to those A
-        features and the B features near them.
-        """
-        a_idx = self.selection(rule.a, rule, "a")
-        b_idx = self.selection(rule.b, rule, "b")
-        a = self.geoms(rule.a)
-        b = self.geoms(rule.b, rule.distance)
-        # the side the whole rule would prepare, in every tile alike
-        side: Literal["a", "b"] = "b" if len(b) <= len(a) else "a"
-        if a_keep is not None:
-            a_sel = np.flatnonzero(a_keep)
-            b_sel = self.near(rule.b, rule.distance, a[a_sel])
-            a, b = a[a_sel], b[b_sel]
-            a_idx, b_idx = a_idx[a_sel], b_idx[b_sel]
-        pairs = overlay.classify_pairs(a, b, workers=self.workers, prepare=side)
-        if rule.a.layer == rule.b.layer:
-            a_ids = np.asarray(self.layers[rule.a.layer].index, dtype=object)
-            all_a = self.selection(rule.a, rule, "a")
-            all_b = self.selection(rule.b, rule, "b")
-            fa, fb = a_idx[pairs.ia], b_idx[pairs.ib]
-            keep = fa != fb
-            if rule.relation == "intersect":
-                # a pair whose features both match both selectors is reported once
-                mirrored = np.isin(fa, all_b) & np.isin(fb, all_a)
-                keep &= ~mirrored | (a_ids[fa] < a_ids[fb])
-            pairs = pairs.take(keep)
-        if rule.relation == "intersect":
-            ia, ib, geoms = overlay.intersect_pieces(
-                a, b, pairs=pairs, workers=self.workers
-            )
-            return a_idx[ia], b_idx[ib], geoms
-        ia, geoms = overlay.difference_pieces(a, b, pairs=pairs, workers=self.workers)
-        return a_idx[ia], None, geoms
-
-    def _frame(
-        self,
-        rule: Rule,
-        a_pos: np.ndarray,
-        b_pos: np.ndarray | None,
-        unit_idx: np.ndarray,
-        area: np.ndarray,
-        geoms: np.ndarray,
-    ) -> pd.DataFrame:
-        n = len(geoms)
-        fa = self.layers[rule.a.layer]
-        none = np.full(n, None, dtype=object)
-        data: dict[str, Any] = {
-            "rule_id": np.full(n, rule.id, dtype=object),
-            "severity": np.full(n, rule.severity, dtype=object),
-            "a_layer": np.full(n, rule.a.layer, dtype=object),
-            "a_id": np.asarray(fa.index, dtype=object)[a_pos],
-            "a_class": fa[CLASS_COL].to_numpy(dtype=object)[a_pos],
-        }
-        if b_pos is None:
-            data.update(b_layer=none, b_id=none.copy(), b_class=none.copy())
-        else:
-            fb = self.layers[rule.b.layer]
-            data.update(
-                b_layer=np.full(n, rule.b.layer, dtype=object),
-                b_id=np.asarray(fb.index, dtype=object)[b_pos],
-                b_class=fb[CLASS_COL].to_numpy(dtype=object)[b_pos],
-            )
-        if self.levels is not None:
-            tail = np.array([None], dtype=object)
-            data["unit"] = np.concatenate([self.levels.smallest, tail])[unit_idx]
-            if self.levels.multi:  # -1 → None: outside every cell
-                for name in self.levels.names:
-                    labels = self.levels.labels[name]
-                    data[name] = np.concatenate([labels, tail])[unit_idx]
-        else:
-            data["unit"] = none.copy()
-        data["area_m2"] = area.astype(float)
-        data["area_mu"] = to_mu(area.astype(float))
-        data["geometry"] = geoms
-        return pd.DataFrame(data)
-
-
-def _geoms(frame: gpd.GeoDataFrame) -> np.ndarray:
-    return np.asarray(frame.geometry.array, dtype=object)
