@@ -8,10 +8,10 @@ way, sharing nothing with multiplan's engine but the selection of features:
 * intersect: ``geopandas.overlay(A, buffer(B), how="intersection")``;
 * difference: a brute-force loop, per A feature ``a − union_all(B it meets)``;
 * then ``geopandas.overlay(…, boundary, "intersection")`` for the clip and
-  ``geopandas.overlay(…, units, "identity")`` for the unit split; pieces under
-  ``min_area`` dropped.
+  ``geopandas.overlay(…, units, "identity")`` for the unit split, once per level
+  of units; pieces under ``min_area`` dropped.
 
-Pieces are matched on (rule, a_id, b_id, unit). The script prints, per rule, the
+Pieces are matched on (rule, a_id, b_id, unit at every level). The script prints, per rule, the
 pieces of each method, the worst relative difference of matched pieces and of
 the rule's union area, and every unmatched piece over the tolerance (1e-6
 relative or 0.01 m², SPEC §6). A reference piece whose pair only touches
@@ -38,17 +38,15 @@ sys.path.insert(0, str(HERE))
 
 from synthetic import make_district, write_project  # noqa: E402
 
-from multiplan.check import run_check  # noqa: E402
-from multiplan.classify import load_taxonomy  # noqa: E402
-from multiplan.layers import CLASS_COL  # noqa: E402
-from multiplan.project import load_project  # noqa: E402
+import multiplan  # noqa: E402
+from multiplan.layers import CLASS_COL, unit_names  # noqa: E402
 from multiplan.rules import select  # noqa: E402
 
 TOL_REL, TOL_ABS = 1e-6, 0.01
 
 
-def _frame(layer, idx, id_name):
-    f = layer.frame.iloc[idx]
+def _frame(frame, idx, id_name):
+    f = frame.iloc[idx]
     return gpd.GeoDataFrame(
         {id_name: np.asarray(f.index, dtype=object)},
         geometry=f.geometry.values,
@@ -59,23 +57,22 @@ def _frame(layer, idx, id_name):
 def independent(result) -> pd.DataFrame:
     """Recompute every rule's pieces without multiplan's overlay engine."""
     project, layers = result.project, result.layers
-    taxonomy = load_taxonomy(project.search_dirs)
-    boundary = (
-        layers[project.boundary].frame[["geometry"]] if project.boundary else None
-    )
-    units = None
-    if project.units:
-        uf = layers[project.units].frame
-        units = gpd.GeoDataFrame(
-            {"unit": uf[project.unit_name_field].astype(object).to_numpy()},
-            geometry=uf.geometry.values,
-            crs=uf.crs,
+    taxonomy = project.taxonomy
+    boundary = layers[project.boundary][["geometry"]] if project.boundary else None
+    levels = _level_columns(result)
+    units = [
+        gpd.GeoDataFrame(
+            {col: unit_names(project, layers, name)},
+            geometry=layers[name].geometry.values,
+            crs=layers[name].crs,
         )
+        for name, col in zip(project.units, levels, strict=True)
+    ]
     out = []
     for rule in result.rules:
         la, lb = layers[rule.a.layer], layers[rule.b.layer]
-        ia = np.flatnonzero(select(la.frame, rule.a, taxonomy, class_col=CLASS_COL))
-        ib = np.flatnonzero(select(lb.frame, rule.b, taxonomy, class_col=CLASS_COL))
+        ia = np.flatnonzero(select(la, rule.a, taxonomy, class_col=CLASS_COL))
+        ib = np.flatnonzero(select(lb, rule.b, taxonomy, class_col=CLASS_COL))
         a = _frame(la, ia, "a_id")
         b = _frame(lb, ib, "b_id")
         if rule.distance > 0:
@@ -112,14 +109,16 @@ def independent(result) -> pd.DataFrame:
             p = p[p.geometry.area > 0]
         if boundary is not None and len(p):
             p = gpd.overlay(p, boundary, how="intersection", keep_geom_type=True)
-        if units is not None and len(p):
-            p = gpd.overlay(p, units, how="identity", keep_geom_type=True)
-            p["unit"] = p["unit"].astype(object).where(p["unit"].notna(), None)
-        else:
-            p["unit"] = None
-        # one piece per (a, b, unit): overlay may split a piece into several rows
+        for level in units:  # split at the borders of every level
+            if len(p):
+                p = gpd.overlay(p, level, how="identity", keep_geom_type=True)
+        for col in levels:
+            if col not in p.columns:
+                p[col] = None
+            p[col] = p[col].astype(object).where(p[col].notna(), None)
+        # one piece per (a, b, units): overlay may split a piece into several rows
         p = (
-            p.dissolve(by=["a_id", "b_id", "unit"], dropna=False, as_index=False)
+            p.dissolve(by=["a_id", "b_id", *levels], dropna=False, as_index=False)
             if len(p)
             else p
         )
@@ -132,7 +131,7 @@ def independent(result) -> pd.DataFrame:
                     "rule_id": p["rule_id"],
                     "a_id": p["a_id"].astype(object),
                     "b_id": p["b_id"].astype(object),
-                    "unit": p["unit"],
+                    **{col: p[col] for col in levels},
                     "area": p["area"],
                     "geometry": p.geometry.values,
                 }
@@ -150,25 +149,42 @@ def _polygonal(g):
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
+def _level_columns(result) -> list[str]:
+    """Return the pieces' unit columns: ``unit``, or one per level with several."""
+    names = list(result.project.units)
+    return names if len(names) > 1 else ["unit"] if names else []
+
+
 def _norm(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
 
 
-def _key(rule_id, a_id, b_id, unit):
-    return (rule_id, _norm(a_id), _norm(b_id), _norm(unit))
+def _key(rule_id, a_id, b_id, *units):
+    return (rule_id, _norm(a_id), _norm(b_id), *map(_norm, units))
+
+
+def _keys(frame: pd.DataFrame, levels: list[str]) -> list[tuple]:
+    cols = [frame[c] for c in ("rule_id", "a_id", "b_id", *levels)]
+    return [_key(*t) for t in zip(*cols, strict=True)]
 
 
 def compare(name: str, result, ref: pd.DataFrame) -> bool:
-    ours = {
-        _key(r.rule_id, r.a_id, r.b_id, r.unit): (r.area_m2, g)
-        for r, g in zip(
-            result.conflicts.itertuples(), result.conflicts.geometry.values, strict=True
+    levels = _level_columns(result)
+    pieces = result.pieces
+    ours = dict(
+        zip(
+            _keys(pieces, levels),
+            zip(pieces["area_m2"], pieces.geometry.values, strict=True),
+            strict=True,
         )
-    }
-    theirs = {
-        _key(r.rule_id, r.a_id, r.b_id, r.unit): (r.area, r.geometry)
-        for r in ref.itertuples()
-    }
+    )
+    theirs = dict(
+        zip(
+            _keys(ref, levels),
+            zip(ref["area"], ref["geometry"], strict=True),
+            strict=True,
+        )
+    )
     layers = result.layers
     ok = True
     print(f"\n{name}")
@@ -193,21 +209,11 @@ def compare(name: str, result, ref: pd.DataFrame) -> bool:
             if a == 0 and _touch_only(rule, k, layers):
                 false_ref.append((k, b))
                 unmatched.remove((k, a, b))
-        mine = result.conflicts[result.conflicts["rule_id"] == rule.id]
+        mine = pieces[pieces["rule_id"] == rule.id]
         ref_rule = ref[ref["rule_id"] == rule.id]
         u_ours = shapely.union_all(mine.geometry.values).area if len(mine) else 0.0
-        kept_ref = ref_rule[
-            [
-                (_key(*t) not in {fk for fk, _ in false_ref})
-                for t in zip(
-                    ref_rule.rule_id,
-                    ref_rule.a_id,
-                    ref_rule.b_id,
-                    ref_rule.unit,
-                    strict=True,
-                )
-            ]
-        ]
+        false_keys = {fk for fk, _ in false_ref}
+        kept_ref = ref_rule[[k not in false_keys for k in _keys(ref_rule, levels)]]
         u_ref = (
             shapely.union_all(kept_ref["geometry"].values).area
             if len(kept_ref)
@@ -238,11 +244,11 @@ def compare(name: str, result, ref: pd.DataFrame) -> bool:
 
 
 def _touch_only(rule, key, layers) -> bool:
-    _, a_id, b_id, _ = key
+    a_id, b_id = key[1], key[2]
     if b_id is None:
         return False
-    ga = layers[rule.a.layer].frame.geometry.loc[a_id]
-    gb = layers[rule.b.layer].frame.geometry.loc[b_id]
+    ga = layers[rule.a.layer].geometry.loc[a_id]
+    gb = layers[rule.b.layer].geometry.loc[b_id]
     if rule.distance > 0:
         gb = gb.buffer(rule.distance)
     return not shapely.relate_pattern(ga, gb, "T********")
@@ -259,8 +265,8 @@ def main() -> int:
     args = ap.parse_args()
     ok = True
     t = time.perf_counter()
-    demo = run_check(
-        load_project(HERE.parent / "layers" / "xinbei" / "project.toml"), write=False
+    demo = multiplan.check(
+        multiplan.read_project(HERE.parent / "layers" / "xinbei" / "project.toml")
     )
     t1 = time.perf_counter()
     ref = independent(demo)
@@ -271,7 +277,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_project(Path(tmp), make_district(args.scale))
         t = time.perf_counter()
-        gen = run_check(load_project(manifest), write=False)
+        gen = multiplan.check(multiplan.read_project(manifest))
         t1 = time.perf_counter()
         ref = independent(gen)
         t2 = time.perf_counter()

@@ -57,38 +57,15 @@ b = { layer = "zones" }
 
 def prepare(folder: Path, scale: float) -> tuple[Path, int, float]:
     """Write the district's layers and a manifest; return it, the parcels and the side."""
-    from synthetic import make_district
+    from synthetic import make_district, write_project
 
     layers = make_district(scale)
-    for name in ("a", "b", "zones"):
-        layers[name].to_file(folder / f"{name}.gpkg", layer=name)
-    (folder / "rules.toml").write_text(RULES, encoding="utf-8")
-    manifest = folder / "project.toml"
-    manifest.write_text(
-        """[project]
-name = "scale"
-crs = "EPSG:4549"
-rules = ["rules.toml"]
-out = "out"
-[layers.a]
-path = "a.gpkg"
-class_field = "code"
-classification = "gbt21010"
-id_field = "aid"
-[layers.b]
-path = "b.gpkg"
-class_field = "code"
-classification = "gb50137"
-id_field = "bid"
-[layers.zones]
-path = "zones.gpkg"
-class = "eco_redline"
-id_field = "zid"
-[fusion]
-layers = ["a", "b"]
-priority = ["b", "a"]
-""",
-        encoding="utf-8",
+    manifest = write_project(
+        folder,
+        {k: layers[k] for k in ("a", "b", "zones")},
+        rules=RULES,
+        name="scale",
+        extra='[fusion]\nlayers = ["a", "b"]\npriority = ["b", "a"]',
     )
     return manifest, len(layers["a"]), 22_400.0 * math.sqrt(scale)
 

@@ -145,47 +145,44 @@ distance = 200.0
 """
 
 
+LAYER_SECTIONS = {
+    "a": 'path = "a.gpkg"\nclass_field = "code"\nclassification = "gbt21010"\nid_field = "aid"',
+    "b": 'path = "b.gpkg"\nclass_field = "code"\nclassification = "gb50137"\nid_field = "bid"',
+    "zones": 'path = "zones.gpkg"\nclass = "eco_redline"\nid_field = "zid"',
+    "boundary": 'path = "boundary.gpkg"',
+    "units": 'path = "units.gpkg"',
+}
+"""How the manifest declares each layer of :func:`make_district`."""
+
+
 def write_project(
-    folder: Path, layers: dict[str, gpd.GeoDataFrame], *, units: bool = True
+    folder: Path,
+    layers: dict[str, gpd.GeoDataFrame],
+    *,
+    units: bool = True,
+    rules: str = RULES,
+    name: str = "synthetic",
+    extra: str = "",
 ) -> Path:
-    """Write the layers as GeoPackages with a manifest and a rule pack; return the manifest."""
+    """Write the layers as GeoPackages with a manifest and a rule pack; return the manifest.
+
+    The manifest declares the layers given (a boundary and units when they are
+    among them, the units only with ``units``); ``extra`` is appended to it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    for name, g in layers.items():
-        g.to_file(folder / f"{name}.gpkg", layer=name)
-    (folder / "rules.toml").write_text(RULES, encoding="utf-8")
+    for key, g in layers.items():
+        g.to_file(folder / f"{key}.gpkg", layer=key)
+    (folder / "rules.toml").write_text(rules, encoding="utf-8")
+    head = [f'name = "{name}"', 'crs = "EPSG:4549"']
+    if "boundary" in layers:
+        head.append('boundary = "boundary"')
+    if units and "units" in layers:
+        head.append('units = "units"')
+    head += ['rules = ["rules.toml"]', 'out = "out"']
+    sections = [f"[layers.{key}]\n{LAYER_SECTIONS[key]}" for key in layers]
     manifest = folder / "project.toml"
     manifest.write_text(
-        f"""[project]
-name = "synthetic"
-crs = "EPSG:4549"
-boundary = "boundary"
-{'units = "units"' if units else ""}
-rules = ["rules.toml"]
-out = "out"
-
-[layers.a]
-path = "a.gpkg"
-class_field = "code"
-classification = "gbt21010"
-id_field = "aid"
-
-[layers.b]
-path = "b.gpkg"
-class_field = "code"
-classification = "gb50137"
-id_field = "bid"
-
-[layers.zones]
-path = "zones.gpkg"
-class = "eco_redline"
-id_field = "zid"
-
-[layers.boundary]
-path = "boundary.gpkg"
-
-[layers.units]
-path = "units.gpkg"
-""",
+        "\n\n".join(["[project]\n" + "\n".join(head), *sections, extra]).strip() + "\n",
         encoding="utf-8",
     )
     return manifest
