@@ -385,13 +385,15 @@ def find_pieces(
     workers = overlay.default_workers() if workers is None else max(1, int(workers))
     if levels is None and rules:
         levels = build_levels(project, layers)
-    grid, keys = tiles.plan(layers, [r.a.layer for r in rules], tile_size)
+    a_layers = [r.a.layer for r in rules]
     rule_times: dict[str, float] = dict.fromkeys((r.id for r in rules), 0.0)
     frames: list[pd.DataFrame] = []
-    if cluster is not None:
+    if cluster is not None:  # the workers make their own points
+        grid, keys = tiles.plan(layers, a_layers, tile_size)
         frames = _cluster_pieces(project, rules, grid, keys, cluster, workers, progress)
     else:
         ctx = RuleContext(project, layers, workers, levels)
+        grid, keys = tiles.plan(layers, a_layers, tile_size, ctx.points)
         for k, key in enumerate(keys):
             for i, rule in enumerate(rules):
                 progress(

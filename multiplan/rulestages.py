@@ -111,15 +111,19 @@ class RuleContext:
         return self._unit_hint[layer]
 
     # ---------------------------------------------------------------- one rule
+    def points(self, layer: str) -> np.ndarray:
+        """Return each feature's representative point (made once per run)."""
+        if layer not in self._points:
+            self._points[layer] = tiles.representative_points(
+                _geoms(self.layers[layer])
+            )
+        return self._points[layer]
+
     def tile_of(self, sel: Selector, grid: tiles.TileGrid) -> np.ndarray:
         """Return the tile key of each selected A feature (by its representative point)."""
         key = (sel.layer, sel.classes, sel.where, grid)
         if key not in self._tiles:
-            if sel.layer not in self._points:
-                self._points[sel.layer] = tiles.representative_points(
-                    _geoms(self.layers[sel.layer])
-                )
-            self._tiles[key] = grid.keys(self._points[sel.layer][self.selection(sel)])
+            self._tiles[key] = grid.keys(self.points(sel.layer)[self.selection(sel)])
         return self._tiles[key]
 
     def near(self, sel: Selector, distance: float, query: np.ndarray) -> np.ndarray:

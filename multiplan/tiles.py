@@ -24,7 +24,7 @@ import shapely
 from multiplan.errors import InputError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from multiplan.layers import Layers
 
@@ -63,18 +63,20 @@ def representative_points(geoms: np.ndarray) -> np.ndarray:
 
 
 def plan(
-    layers: Layers, a_layers: list[str], tile_size: float | None
+    layers: Layers,
+    a_layers: list[str],
+    tile_size: float | None,
+    points: Callable[[str], np.ndarray] | None = None,
 ) -> tuple[TileGrid, list[int]]:
     """Return the tile grid and the keys of the tiles that hold A features.
 
     ``tile_size`` ``None`` chooses a size from the data (about
     :data:`FEATURES_PER_TILE` A features a tile); ``0`` makes one tile.
+    ``points(layer)`` gives a layer's representative points when the caller
+    keeps them (made here otherwise).
     """
-    geoms = [
-        np.asarray(layers[n].geometry.array, dtype=object)
-        for n in dict.fromkeys(a_layers)
-        if n in layers and len(layers[n])
-    ]
+    names = [n for n in dict.fromkeys(a_layers) if n in layers and len(layers[n])]
+    geoms = [np.asarray(layers[n].geometry.array, dtype=object) for n in names]
     if not geoms:
         return TileGrid(), [0]
     if tile_size is None:  # decided from counts and bounds, before any point is made
@@ -86,7 +88,11 @@ def plan(
         size = float(tile_size)
     if size <= 0:
         return TileGrid(), [0]
-    pts = representative_points(np.concatenate(geoms))
+    pts = np.concatenate(
+        [points(n) for n in names]
+        if points
+        else [representative_points(g) for g in geoms]
+    )
     pts = pts[~shapely.is_empty(pts)]
     if not len(pts):
         return TileGrid(), [0]
