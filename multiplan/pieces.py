@@ -71,11 +71,19 @@ def _text_rank(values: np.ndarray) -> np.ndarray:
     --------
     >>> _text_rank(np.array(["b", None, "a", 10, "b"], dtype=object)).tolist()
     [2, -1, 1, 0, 2]
+    >>> _text_rank(np.array([10, 9, 100, 1.0, True], dtype=object)).tolist()
+    [1, 3, 2, 0, 4]
     """
     null = pd.isna(values)
-    text = np.array(
-        [v if isinstance(v, str) else str(v) for v in values[~null]], dtype=object
-    )
+    live = values[~null]
     rank = np.full(len(values), -1, dtype=np.int64)
+    if pd.api.types.infer_dtype(live, skipna=False) in ("string", "integer"):
+        # values equal as Python objects have equal texts here (no 1 == 1.0 == True):
+        # rank the distinct values' texts, not every value's
+        codes, uniques = pd.factorize(live)
+        texts = np.array([str(u) for u in uniques], dtype=object)
+        rank[~null] = pd.factorize(texts, sort=True)[0][codes]
+        return rank
+    text = np.array([v if isinstance(v, str) else str(v) for v in live], dtype=object)
     rank[~null] = pd.factorize(text, sort=True)[0]
     return rank

@@ -113,7 +113,6 @@ class CheckResult:
         """Return the output set of SPEC §6 as file name → writer, without writing it."""
         from multiplan.io import csv_writer, gpkg_writer, json_writer
         from multiplan.ledger import check_ledger, workbook_writer
-        from multiplan.maps import map_writer
         from multiplan.report import report_writer
         from multiplan.styles import CONFLICT_STYLE
 
@@ -140,7 +139,9 @@ class CheckResult:
         )
         if self.yields is not None:
             files.update(self.yields.files())
-        if with_map:
+        if with_map:  # folium is imported only for a map (0.5 s)
+            from multiplan.maps import map_writer
+
             files["map.html"] = map_writer(self.explore(lang=lang, tiles=tiles))
         files["report.html"] = report_writer(self, lang=lang)
         run = dict(self.run)
