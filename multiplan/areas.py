@@ -244,24 +244,42 @@ class UnionAreas:
             if mask is None
             else np.asarray(mask, dtype=bool)
         )
+        return add_up(keys, self.contributions(keys, mask=live), mask=live)
+
+    def contributions(
+        self, keys: Sequence[Hashable] | np.ndarray, *, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Return what each piece adds to the union area of its key.
+
+        A piece that overlaps no other piece of its key adds its own area; the
+        first piece of a cluster of overlapping pieces of one key adds the area
+        of the cluster's union, and the others 0. :func:`add_up` sums them per
+        key, in the pieces' order, so that the same pieces give the same sums
+        bit for bit however the work was cut (SPEC §12).
+        """
+        keys = np.asarray(keys, dtype=object)
+        live = (
+            np.ones(len(keys), dtype=bool)
+            if mask is None
+            else np.asarray(mask, dtype=bool)
+        )
+        out = np.zeros(len(keys))
         codes, uniques = _factorize(keys, live)
-        totals = np.zeros(len(uniques))
         if not len(uniques):
-            return {}
+            return out
         i, j = self.pairs
         same = (codes[i] == codes[j]) & (codes[i] >= 0)
-        labels = components(len(keys), i[same], j[same])
+        labels = components(len(keys), i[same], j[same])  # a cluster's first piece
         sizes = np.bincount(labels, minlength=len(keys))
         single = live & (sizes[labels] == 1)
-        np.add.at(totals, codes[single], self.areas[single])
+        out[single] = self.areas[single]
         clustered = np.flatnonzero(live & ~single)
         if len(clustered):
             order = clustered[np.argsort(labels[clustered], kind="stable")]
             starts = np.r_[0, np.flatnonzero(np.diff(labels[order])) + 1]
             members = np.split(order, starts[1:])
-            for m, area in zip(members, self._union_areas(members), strict=True):
-                totals[codes[m[0]]] += area
-        return {k: float(totals[n]) for n, k in enumerate(uniques)}
+            out[[m[0] for m in members]] = self._union_areas(members)
+        return out
 
     def total(self, mask: np.ndarray | None = None) -> float:
         """Return the area of the union of the pieces where ``mask`` (default: all)."""
@@ -342,6 +360,26 @@ def parallel_rows(table: np.ndarray, *, workers: int = 1) -> np.ndarray:
             )
         )
     return np.concatenate(done)
+
+
+def add_up(
+    keys: np.ndarray, contributions: np.ndarray, *, mask: np.ndarray | None = None
+) -> dict[Hashable, float]:
+    """Sum per-piece contributions per key, in the pieces' order (keys in order of first appearance).
+
+    Examples
+    --------
+    >>> add_up(np.array(["a", "b", "a"], dtype=object), np.array([1.0, 2.0, 0.5]))
+    {'a': 1.5, 'b': 2.0}
+    """
+    keys = np.asarray(keys, dtype=object)
+    live = (
+        np.ones(len(keys), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    )
+    codes, uniques = _factorize(keys, live)
+    totals = np.zeros(len(uniques))
+    np.add.at(totals, codes[live], np.asarray(contributions, dtype=float)[live])
+    return {k: float(totals[n]) for n, k in enumerate(uniques)}
 
 
 def _factorize(keys: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, list[Hashable]]:

@@ -71,27 +71,81 @@ def summarise(
         several, ``by_unit`` and ``units`` have a first column ``level`` and a
         block of rows per level (SPEC §14).
     """
-    unions = piece_unions(pieces, project, workers=workers, layers=layers, rules=rules)
-    summary = build_summary(pieces, rules, unions)
     names = level_names(project)
     if levels is None and names and all(n in layers for n in project.units):
         levels = build_levels(project, layers)
+    unions = piece_unions(pieces, project, workers=workers, layers=layers, rules=rules)
+    keys = summary_keys(pieces, unit_columns(levels, names))
+    areas = {name: unions.by(k) for name, k in keys.items()}
+    return summary_tables(pieces, rules, project, areas, levels)
+
+
+def unit_columns(levels: Levels | None, names: Sequence[str]) -> list[str]:
+    """Return the pieces' columns the per-unit tables group by: ``unit``, or one per level."""
+    if not names:
+        return []
+    if levels is None or not levels.multi:
+        return ["unit"]
+    return list(levels.names)
+
+
+def summary_keys(
+    pieces: pd.DataFrame, unit_cols: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Return the groupings of the summary tables: a name → each piece's key.
+
+    ``rule``, ``severity`` and ``all``, and per unit column ``unit_rule:COL``,
+    ``unit:COL`` and ``unit_severity:COL``. Each table is built from the union
+    areas of these groups (:func:`summary_tables`).
+    """
+    rid = _column(pieces, "rule_id")
+    sev = _column(pieces, "severity")
+    keys = {"rule": rid, "severity": sev, "all": np.zeros(len(rid), dtype=object)}
+    for col in unit_cols:
+        units = _column(pieces, col)
+        keys[f"unit_rule:{col}"] = _pairs(units, rid)
+        keys[f"unit:{col}"] = units
+        keys[f"unit_severity:{col}"] = _pairs(units, sev)
+    return keys
+
+
+def summary_tables(
+    pieces: pd.DataFrame,
+    rules: Sequence[Rule],
+    project: Project,
+    areas: Mapping[str, Mapping[Any, float]],
+    levels: Levels | None,
+) -> Summaries:
+    """Return the tables from the union areas of the groupings of :func:`summary_keys`.
+
+    ``pieces`` needs the attribute columns only (no geometry).
+    """
+    names = level_names(project)
+    summary = build_summary(pieces, rules, areas["rule"])
     by_unit = units = None
     if names:
         own = levels.own if levels is not None else {}
         by_unit = per_level(
-            levels, lambda key: build_by_unit(pieces, rules, unions, column=key)
+            levels,
+            lambda key: build_by_unit(
+                pieces, rules, areas[f"unit_rule:{key}"], column=key
+            ),
         )
         units = per_level(
             levels,
             lambda key: build_units(
                 pieces,
-                unions,
+                areas[f"unit:{key}"],
+                areas[f"unit_severity:{key}"],
                 own.get(key if key != "unit" else names[0], {}),
                 column=key,
             ),
         )
-    return Summaries(summary, by_unit, units, build_totals(pieces, unions))
+    totals = {
+        "all": areas["all"].get(0, 0.0),
+        **{s: areas["severity"].get(s, 0.0) for s in SEVERITIES},
+    }
+    return Summaries(summary, by_unit, units, totals)
 
 
 def piece_unions(
@@ -221,7 +275,11 @@ def _column(pieces: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def build_summary(
-    pieces: pd.DataFrame, rules: Sequence[Rule], unions: UnionAreas, *, lang: str = "zh"
+    pieces: pd.DataFrame,
+    rules: Sequence[Rule],
+    area: Mapping[Any, float],
+    *,
+    lang: str = "zh",
 ) -> pd.DataFrame:
     """Return summary.csv: one row per rule in pack order, rules without pieces included.
 
@@ -230,7 +288,6 @@ def build_summary(
     defined).
     """
     rid = _column(pieces, "rule_id")
-    area = unions.by(rid)
     has_value = "value_yuan" in pieces.columns
     values = pieces["value_yuan"].to_numpy(dtype=float) if has_value else np.zeros(0)
     rows = []
@@ -270,7 +327,7 @@ def _unit_order(unit: object) -> tuple[bool, str]:
 def build_by_unit(
     pieces: pd.DataFrame,
     rules: Sequence[Rule],
-    unions: UnionAreas,
+    area: Mapping[Any, float],
     *,
     column: str = "unit",
 ) -> pd.DataFrame:
@@ -280,7 +337,6 @@ def build_by_unit(
     """
     order = {r.id: i for i, r in enumerate(rules)}
     keys = _pairs(_column(pieces, column), _column(pieces, "rule_id"))
-    area = unions.by(keys)
     counts: dict[tuple[Any, Any], int] = {}
     for k in keys.tolist():
         counts[k] = counts.get(k, 0) + 1
@@ -305,7 +361,8 @@ def build_by_unit(
 
 def build_units(
     pieces: pd.DataFrame,
-    unions: UnionAreas,
+    area: Mapping[Any, float],
+    by_sev: Mapping[Any, float],
     own: Mapping[str, float],
     *,
     column: str = "unit",
@@ -317,9 +374,6 @@ def build_units(
     pieces' column that holds the unit (a level's, SPEC §14).
     """
     units = _column(pieces, column)
-    sev = _column(pieces, "severity")
-    area = unions.by(units)
-    by_sev = unions.by(_pairs(units, sev))
     counts: dict[object, int] = {}
     for u in units.tolist():
         counts[u] = counts.get(u, 0) + 1
@@ -344,10 +398,3 @@ def build_units(
     out = pd.DataFrame(rows, columns=list(UNITS_COLUMNS))
     out["unit"] = pd.Series(keys, dtype=object)
     return out
-
-
-def build_totals(pieces: pd.DataFrame, unions: UnionAreas) -> dict[str, float]:
-    """Return the district totals in m²: ``all`` (the union of every piece) and per severity."""
-    sev = _column(pieces, "severity")
-    by_sev = unions.by(sev)
-    return {"all": unions.total(), **{s: by_sev.get(s, 0.0) for s in SEVERITIES}}
