@@ -51,17 +51,25 @@ def sort_pieces(
     """
     if not len(frame):
         return frame
+    corner = shapely.bounds(np.asarray(frame.geometry.array, dtype=object))[:, :2]
+    return frame.iloc[sort_order(frame, corner, columns)].reset_index(drop=True)
+
+
+def sort_order(
+    frame: pd.DataFrame, corner: np.ndarray, columns: Sequence[str] = PIECE_COLUMNS
+) -> np.ndarray:
+    """Return the order of SPEC §6 of pieces given their attributes and lower-left corners.
+
+    Ties (parts of one pair's piece) are broken by area, then by the corner of
+    the piece's bounding box: the same whatever order the tiles produced them in.
+    """
     extra = list(columns[columns.index("unit") + 1 : columns.index("area_m2")])
     # each key as the rank of its text (nulls -1, first), sorted as integers
     keys = [
         _text_rank(frame[c].to_numpy(dtype=object)) for c in (*SORT_COLUMNS, *extra)
     ]
-    # ties (parts of one pair's piece) by area, then position: the same whatever
-    # order the tiles produced them in
-    bounds = shapely.bounds(np.asarray(frame.geometry.array, dtype=object))
     area = frame["area_m2"].to_numpy(dtype=float)
-    order = np.lexsort((bounds[:, 1], bounds[:, 0], area, *reversed(keys)))
-    return frame.iloc[order].reset_index(drop=True)
+    return np.lexsort((corner[:, 1], corner[:, 0], area, *reversed(keys)))
 
 
 def _text_rank(values: np.ndarray) -> np.ndarray:

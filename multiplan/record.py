@@ -111,6 +111,7 @@ def run_record(
     options: Mapping[str, Any],
     timings: Mapping[str, float],
     rule_times: Mapping[str, float],
+    counts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the contents of run.json: inputs with sizes and SHA-256, packs, versions, timings, counts."""
     files = input_files(project, layers)
@@ -162,6 +163,7 @@ def run_record(
         "counts": {
             "rules": len(rules),
             "pieces": len(pieces),
+            **dict(counts or {}),
             "layers": {
                 name: dataclasses.asdict(layers.layer(name).stats) for name in layers
             },

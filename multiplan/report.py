@@ -36,7 +36,7 @@ class CheckOutcome(Protocol):
     @property
     def rules(self) -> tuple[Rule, ...]: ...  # noqa: D102
     @property
-    def pieces(self) -> pd.DataFrame: ...  # noqa: D102
+    def attributes(self) -> pd.DataFrame: ...  # noqa: D102
     @property
     def summary(self) -> pd.DataFrame: ...  # noqa: D102
     @property
@@ -121,7 +121,7 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         ".medium{color:#e67e22}.low{color:#b7950b}h2{margin-top:28px;border-bottom:1px solid #ddd}</style></head><body>",
         f"<h1>{_e(p.title)} — {L('report')}</h1>",
         f"<p>{L('generated')}: {_e(run.get('created'))} · multiplan {_e(run.get('multiplan'))} · "
-        f"{L('crs')}: {_e(p.crs)} · {_e(p.area)} · {L('pieces')}: {len(result.pieces):,}</p>",
+        f"{L('crs')}: {_e(p.crs)} · {_e(p.area)} · {L('pieces')}: {len(result.attributes):,}</p>",
         f"<h2>{L('summary')}</h2><table><tr><th>{L('rule')}</th><th>{L('title')}</th><th>{L('severity')}</th>"
         f"<th>{L('pieces')}</th><th>{L('m2')}</th><th>{L('mu')}</th><th>{L('ha')}</th></tr>",
     ]
@@ -140,12 +140,12 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         )
     total = result.totals.get("all", 0.0)
     value_total = (
-        f"<td class='n'>{float(np.nansum(result.pieces['value_yuan'].to_numpy(dtype=float))):,.0f}</td>"
-        if has_value and len(result.pieces)
+        f"<td class='n'>{float(np.nansum(result.attributes['value_yuan'].to_numpy(dtype=float))):,.0f}</td>"
+        if has_value and len(result.attributes)
         else ("<td></td>" if has_value else "")
     )
     parts.append(
-        f"<tr class='total'><td colspan='3'><b>{L('district_total')}</b></td><td class='n'>{len(result.pieces):,}</td>"
+        f"<tr class='total'><td colspan='3'><b>{L('district_total')}</b></td><td class='n'>{len(result.attributes):,}</td>"
         f"<td class='n'><b>{total:,.2f}</b></td><td class='n'><b>{to_mu(total):,.2f}</b></td>"
         f"<td class='n'><b>{to_ha(total):,.2f}</b></td>{value_total}</tr>"
     )
@@ -171,7 +171,7 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
             )
     if result.yields is not None:
         parts.append(_yield_section(result.yields, L))
-    c = result.pieces
+    c = result.attributes
     if len(c):
         top = c.sort_values(
             ["area_m2", "rule_id", "a_id"], ascending=[False, True, True], kind="stable"
@@ -315,7 +315,7 @@ def _unit_section(
             + "</tr>"
         )
     parts.append(
-        f"<tr class='total'><td><b>{L('district_total')}</b></td><td></td><td class='n'>{len(result.pieces):,}</td>"
+        f"<tr class='total'><td><b>{L('district_total')}</b></td><td></td><td class='n'>{len(result.attributes):,}</td>"
         f"<td class='n'><b>{to_mu(total):,.2f}</b></td><td></td>"
         + "".join(
             f"<td class='n'>{to_mu(result.totals.get(sev, 0.0)):,.2f}</td>"

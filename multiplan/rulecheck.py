@@ -10,10 +10,14 @@ unit) are computed once per layer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
 
 from multiplan import overlay, tiles
 from multiplan.errors import InputError
@@ -25,22 +29,28 @@ from multiplan.layers import (
 from multiplan.levels import Levels, build_levels, piece_columns
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.pieces import concat_pieces, sort_pieces
+from multiplan.piecestore import (
+    Geometries,
+    MemoryGeometries,
+    pieces_frame,
+    write_pieces_gpkg,
+)
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files, run_record
 from multiplan.ruleinputs import check_layers_for_rules, layers_needed
 from multiplan.rules import SEVERITY_RANK, Rule, read_rules
 from multiplan.rulestages import RuleContext
 from multiplan.summary import summarise
+from multiplan.tilecheck import border_features, staged_check
 from multiplan.values import piece_values
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     import folium
     import geopandas as gpd
-    import pandas as pd
 
     from multiplan.io import Writer
     from multiplan.labels import Lang
@@ -60,7 +70,13 @@ class CheckResult:
     ----------
     pieces
         One row per conflict piece, SPEC §6 columns (plus ``value_yuan`` with
-        land yield), in the working CRS, sorted as SPEC §6 orders.
+        land yield), in the working CRS, sorted as SPEC §6 orders. A check of
+        many tiles keeps the geometries on disk; this reads them all into memory.
+    attributes
+        The pieces without their geometries (always in memory).
+    geometries
+        The pieces' geometries, in memory or staged on disk
+        (:mod:`multiplan.piecestore`), read a batch at a time when written.
     summary, by_unit, units
         ``summary.csv``, ``by_unit.csv`` and ``units.csv`` as DataFrames (the
         last two ``None`` without units); every area is the area of a union.
@@ -70,7 +86,8 @@ class CheckResult:
 
     project: Project
     rules: tuple[Rule, ...]
-    pieces: gpd.GeoDataFrame
+    attributes: pd.DataFrame
+    geometries: Geometries = field(repr=False)
     summary: pd.DataFrame
     by_unit: pd.DataFrame | None
     units: pd.DataFrame | None
@@ -80,9 +97,14 @@ class CheckResult:
     totals: Mapping[str, float] = field(default_factory=dict)
     """District totals in m², areas of unions: ``all`` and per severity."""
 
+    @functools.cached_property
+    def pieces(self) -> gpd.GeoDataFrame:
+        """Return the pieces with their geometries (SPEC §6 columns, sorted)."""
+        return pieces_frame(self.attributes, self.geometries, self.project.crs)
+
     def worst_severity(self) -> str | None:
         """Return the highest severity that has at least one piece, or ``None``."""
-        found = set(self.pieces["severity"]) if len(self.pieces) else set()
+        found = set(self.attributes["severity"]) if len(self.attributes) else set()
         return next((s for s in ("high", "medium", "low") if s in found), None)
 
     def fails(self, fail_on: FailOn) -> bool:
@@ -111,14 +133,19 @@ class CheckResult:
         self, *, lang: Lang = "zh", tiles: Tiles = "none", with_map: bool = True
     ) -> dict[str, Writer]:
         """Return the output set of SPEC §6 as file name → writer, without writing it."""
-        from multiplan.io import csv_writer, gpkg_writer, json_writer
+        from multiplan.io import csv_writer, json_writer
         from multiplan.ledger import check_ledger, workbook_writer
         from multiplan.report import report_writer
         from multiplan.styles import CONFLICT_STYLE
 
         files: dict[str, Writer] = {
-            "conflicts.gpkg": gpkg_writer(
-                self.pieces, layer="conflicts", style=CONFLICT_STYLE
+            "conflicts.gpkg": functools.partial(
+                write_pieces_gpkg,
+                attributes=self.attributes,
+                geometries=self.geometries,
+                layer="conflicts",
+                crs=self.project.working_crs,
+                style=CONFLICT_STYLE,
             ),
             "summary.csv": csv_writer(self.summary),
         }
@@ -129,7 +156,7 @@ class CheckResult:
         files["ledger.xlsx"] = workbook_writer(
             check_ledger(
                 rules=self.rules,
-                pieces=self.pieces,
+                pieces=self.attributes,
                 summary=self.summary,
                 units=self.units,
                 totals=self.totals,
@@ -281,42 +308,88 @@ def check(
     check_layers_for_rules(project, rules, lay, allow_unmapped=allow_unmapped)
     levels = build_levels(project, lay) if rules else None
 
-    t = time.perf_counter()
     if cluster is not None and layers is not None:
         raise InputError(
             "--cluster reads the layers on its workers from the manifest's paths: pass no layers",
             path=project.path,
             hint="Run check(project, cluster=...) without layers=, or without cluster=",
         )
-    pieces, rule_times = find_pieces(
+    t = time.perf_counter()
+    plan = plan_tiles(
         project,
         rules,
         lay,
         workers=workers,
-        progress=progress,
         levels=levels,
         tile_size=tile_size,
-        cluster=cluster,
+        local=cluster is None,
     )
-    timings["overlay"] = time.perf_counter() - t
+    rule_times: dict[str, float] = dict.fromkeys((r.id for r in rules), 0.0)
+    frames = tile_frames(
+        project,
+        rules,
+        plan,
+        cluster=cluster,
+        workers=workers,
+        progress=progress,
+        rule_times=rule_times,
+    )
+    revenue = project.yield_ is not None and project.yield_.revenue is not None
+    columns = piece_columns(levels)
+    pieces: gpd.GeoDataFrame | None = None
+    geometries: Geometries
+    if len(plan.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
+        staged = staged_check(
+            project,
+            rules,
+            lay,
+            frames,
+            columns=columns,
+            border=border_features(
+                lay,
+                plan.a_layers,
+                plan.grid,
+                plan.context.points
+                if plan.context is not None
+                else lambda n: tiles.representative_points(
+                    np.asarray(lay[n].geometry.array, dtype=object)
+                ),
+            ),
+            levels=levels,
+            workers=workers,
+            values=(lambda tile: with_values(tile, project, lay)) if revenue else None,
+        )
+        attributes, geometries = staged.attributes, staged.store
+        sums = staged.summaries
+        timings["overlay"] = sum(rule_times.values())
+        timings["summarise"] = time.perf_counter() - t - timings["overlay"]
+    else:
+        pieces = sort_pieces(
+            concat_pieces([f for tile in frames for f in tile], project.crs, columns),
+            columns,
+        )
+        timings["overlay"] = time.perf_counter() - t
+        if revenue:
+            t = time.perf_counter()
+            pieces = with_values(pieces, project, lay)
+            timings["yield"] = time.perf_counter() - t
+        t = time.perf_counter()
+        progress("summary", 0, 1, "summary")
+        sums = summarise(pieces, rules, project, lay, workers=workers, levels=levels)
+        timings["summarise"] = time.perf_counter() - t
+        attributes = pd.DataFrame(pieces.drop(columns=pieces.geometry.name))
+        geometries = MemoryGeometries(np.asarray(pieces.geometry.array, dtype=object))
     yields = None
     if project.yield_ is not None:
         t = time.perf_counter()
         progress("yield", 0, 1, "yield")
-        if project.yield_.revenue is not None:
-            pieces = with_values(pieces, project, lay)
         yields = land_yield(project, layers=lay)
-        timings["yield"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    progress("summary", 0, 1, "summary")
-    sums = summarise(pieces, rules, project, lay, workers=workers, levels=levels)
-    timings["summarise"] = time.perf_counter() - t
+        timings["yield"] = timings.get("yield", 0.0) + time.perf_counter() - t
     run = run_record(
         project,
         rules,
         lay,
-        pieces,
+        attributes,
         sums.summary,
         options={
             "workers": workers,
@@ -327,17 +400,19 @@ def check(
         },
         timings=timings,
         rule_times=rule_times,
+        counts={"tiles": len(plan.keys), "snapped_unions": sums.snapped},
     )
     logger.info(
         "check done: %d rules, %d pieces in %.2f s",
         len(rules),
-        len(pieces),
+        len(attributes),
         time.perf_counter() - t0,
     )
-    return CheckResult(
+    result = CheckResult(
         project=project,
         rules=rules,
-        pieces=pieces,
+        attributes=attributes,
+        geometries=geometries,
         summary=sums.summary,
         by_unit=sums.by_unit,
         units=sums.units,
@@ -346,6 +421,9 @@ def check(
         yields=yields,
         totals=sums.totals,
     )
+    if pieces is not None:
+        result.__dict__["pieces"] = pieces  # the frame at hand, not a second one
+    return result
 
 
 def with_values(
@@ -381,32 +459,99 @@ def find_pieces(
     are several (SPEC §14). The work is cut into tiles of ``tile_size`` metres
     by where each A feature lies (``None``: chosen from the data; ``0``: one
     tile), and with ``cluster`` runs as dask tasks (:mod:`multiplan.tiles`);
-    the pieces are the same whatever the tiling.
+    the pieces are the same whatever the tiling. All of them are kept in
+    memory; :func:`check` stages the pieces of many tiles on disk instead.
     """
     workers = overlay.default_workers() if workers is None else max(1, int(workers))
     if levels is None and rules:
         levels = build_levels(project, layers)
-    a_layers = [r.a.layer for r in rules]
+    plan = plan_tiles(
+        project,
+        rules,
+        layers,
+        workers=workers,
+        levels=levels,
+        tile_size=tile_size,
+        local=cluster is None,
+    )
     rule_times: dict[str, float] = dict.fromkeys((r.id for r in rules), 0.0)
-    frames: list[pd.DataFrame] = []
-    if cluster is not None:  # the workers make their own points
-        grid, keys = tiles.plan(layers, a_layers, tile_size)
-        frames = _cluster_pieces(project, rules, grid, keys, cluster, workers, progress)
-    else:
-        ctx = RuleContext(project, layers, workers, levels)
-        grid, keys = tiles.plan(layers, a_layers, tile_size, ctx.points)
-        for k, key in enumerate(keys):
-            for i, rule in enumerate(rules):
-                progress(
-                    "checking", k * len(rules) + i, len(keys) * len(rules), rule.id
-                )
-                t = time.perf_counter()
-                frames.append(ctx.rule_pieces(rule, grid, key))
-                rule_times[rule.id] += time.perf_counter() - t
-        if len(keys) > 1:
-            logger.info("checked %d tiles of %g m", len(keys), grid.size)
+    frames = [
+        f
+        for tile in tile_frames(
+            project,
+            rules,
+            plan,
+            cluster=cluster,
+            workers=workers,
+            progress=progress,
+            rule_times=rule_times,
+        )
+        for f in tile
+    ]
     columns = piece_columns(levels)
     return sort_pieces(concat_pieces(frames, project.crs, columns), columns), rule_times
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiles of a check: the grid, the keys of the tiles with A features, the context."""
+
+    grid: tiles.TileGrid
+    keys: list[int]
+    context: RuleContext | None
+    a_layers: list[str]
+    levels: Levels | None
+
+
+def plan_tiles(
+    project: Project,
+    rules: Sequence[Rule],
+    layers: Layers,
+    *,
+    workers: int,
+    levels: Levels | None,
+    tile_size: float | None,
+    local: bool = True,
+) -> TilePlan:
+    """Return the tiles of a check (:func:`multiplan.tiles.plan`), with the rules' context when run here."""
+    a_layers = [r.a.layer for r in rules]
+    ctx = RuleContext(project, layers, workers, levels) if local else None
+    grid, keys = tiles.plan(
+        layers, a_layers, tile_size, ctx.points if ctx is not None else None
+    )
+    return TilePlan(grid, keys, ctx, a_layers, levels)
+
+
+def tile_frames(
+    project: Project,
+    rules: Sequence[Rule],
+    plan: TilePlan,
+    *,
+    cluster: str | None,
+    workers: int,
+    progress: Progress,
+    rule_times: dict[str, float],
+) -> Iterator[list[pd.DataFrame]]:
+    """Yield, tile by tile, each rule's pieces (here, or as dask tasks with ``cluster``)."""
+    if len(plan.keys) > 1:
+        logger.info("checking %d tiles of %g m", len(plan.keys), plan.grid.size)
+    if cluster is not None:
+        yield from _cluster_pieces(
+            project, rules, plan.grid, plan.keys, cluster, workers, progress
+        )
+        return
+    ctx = plan.context
+    assert ctx is not None, "a plan made with local=False runs on a cluster"
+    for k, key in enumerate(plan.keys):
+        frames = []
+        for i, rule in enumerate(rules):
+            progress(
+                "checking", k * len(rules) + i, len(plan.keys) * len(rules), rule.id
+            )
+            t = time.perf_counter()
+            frames.append(ctx.rule_pieces(rule, plan.grid, key))
+            rule_times[rule.id] += time.perf_counter() - t
+        yield frames
 
 
 def _cluster_pieces(
@@ -417,25 +562,25 @@ def _cluster_pieces(
     address: str,
     workers: int,
     progress: Progress,
-) -> list[pd.DataFrame]:
-    """Run the tiles as dask tasks; each worker reads the inputs itself."""
+) -> Iterator[list[pd.DataFrame]]:
+    """Run the tiles as dask tasks and yield their pieces in order; each worker reads the inputs itself."""
     only = [r.id for r in rules]
     with tiles.dask_client(address, workers) as client:
         futures = [
             client.submit(tile_task, str(project.path), only, grid, key, pure=False)
             for key in keys
         ]
-        frames = []
         for k, future in enumerate(futures):
             progress("checking", k, len(keys), f"tile {k + 1} of {len(keys)}")
             try:
-                frames.extend(future.result())
+                frames = future.result()
             except InputError as exc:
                 raise tiles.ClusterError(
                     f"a dask worker cannot read the inputs: {exc}",
                     hint="The workers read the inputs from the manifest's paths: give them the data at the same paths",
                 ) from exc
-    return frames
+            future.release()
+            yield frames
 
 
 def tile_task(

@@ -40,6 +40,8 @@ class Summaries:
     by_unit: pd.DataFrame | None
     units: pd.DataFrame | None
     totals: Mapping[str, float] = field(default_factory=dict)
+    snapped: int = 0
+    """Clusters GEOS could union only on a 1 mm grid (counted in run.json)."""
 
 
 def summarise(
@@ -77,7 +79,7 @@ def summarise(
     unions = piece_unions(pieces, project, workers=workers, layers=layers, rules=rules)
     keys = summary_keys(pieces, unit_columns(levels, names))
     areas = {name: unions.by(k) for name, k in keys.items()}
-    return summary_tables(pieces, rules, project, areas, levels)
+    return summary_tables(pieces, rules, project, areas, levels, unions.snapped)
 
 
 def unit_columns(levels: Levels | None, names: Sequence[str]) -> list[str]:
@@ -115,6 +117,7 @@ def summary_tables(
     project: Project,
     areas: Mapping[str, Mapping[Any, float]],
     levels: Levels | None,
+    snapped: int = 0,
 ) -> Summaries:
     """Return the tables from the union areas of the groupings of :func:`summary_keys`.
 
@@ -145,7 +148,7 @@ def summary_tables(
         "all": areas["all"].get(0, 0.0),
         **{s: areas["severity"].get(s, 0.0) for s in SEVERITIES},
     }
-    return Summaries(summary, by_unit, units, totals)
+    return Summaries(summary, by_unit, units, totals, snapped)
 
 
 def piece_unions(
@@ -155,21 +158,25 @@ def piece_unions(
     workers: int = 1,
     layers: Layers | None = None,
     rules: Sequence[Rule] = (),
+    geoms: np.ndarray | None = None,
+    cleans: Mapping[str, np.ndarray] | None = None,
 ) -> UnionAreas:
     """Return the union areas of a check's pieces, measured as the project says.
 
     With the layers and rules, candidate pairs of pieces that cannot overlap are
     known from where the pieces came from (:func:`provenance_apart`) and skip the
-    exact test.
+    exact test. ``geoms`` gives the pieces' geometries when ``pieces`` holds
+    their attributes only; ``cleans`` the layers' clean features when known.
     """
-    geoms = (
-        np.asarray(pieces.geometry.array, dtype=object)
-        if len(pieces)
-        else np.zeros(0, dtype=object)
-    )
+    if geoms is None:
+        geoms = (
+            np.asarray(pieces.geometry.array, dtype=object)
+            if len(pieces)
+            else np.zeros(0, dtype=object)
+        )
     areas = pieces["area_m2"].to_numpy(dtype=float) if len(pieces) else np.zeros(0)
     apart = (
-        provenance_apart(pieces, layers, rules)
+        provenance_apart(pieces, layers, rules, cleans)
         if layers is not None and len(pieces)
         else None
     )
@@ -199,8 +206,27 @@ def clean_features(frame: pd.DataFrame) -> np.ndarray:
     )
 
 
+def layer_cleans(
+    layers: Layers, names: Sequence[str], workers: int = 2
+) -> dict[str, np.ndarray]:
+    """Return, per layer, which features overlap no other feature of it (:func:`clean_features`)."""
+    names = [n for n in dict.fromkeys(names) if n in layers]
+    # GEOS's coverage check of each layer, on threads (it releases the GIL)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return dict(
+            zip(
+                names,
+                pool.map(lambda nm: clean_features(layers[nm]), names),
+                strict=True,
+            )
+        )
+
+
 def provenance_apart(
-    pieces: pd.DataFrame, layers: Layers, rules: Sequence[Rule]
+    pieces: pd.DataFrame,
+    layers: Layers,
+    rules: Sequence[Rule],
+    cleans: Mapping[str, np.ndarray] | None = None,
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Return a test of candidate pairs of pieces that cannot overlap, from where they came from.
 
@@ -217,15 +243,8 @@ def provenance_apart(
         for name in pd.unique(pieces[f"{side}_layer"].to_numpy(dtype=object))
         if name is not None and name in layers
     ]
-    # GEOS's coverage check of each layer, on threads (it releases the GIL)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        cleans = dict(
-            zip(
-                names,
-                pool.map(lambda nm: clean_features(layers[nm]), names),
-                strict=True,
-            )
-        )
+    if cleans is None or not set(names) <= set(cleans):
+        cleans = layer_cleans(layers, names)
     units = pd.factorize(pieces["unit"].to_numpy(dtype=object), use_na_sentinel=True)[0]
     sides = []
     for side in ("a", "b"):

@@ -149,7 +149,7 @@ def closing_table(result: CheckResult, *, lang: str = "zh") -> str:
             f"{r['rule_id']:<10} {r['severity']:<8} {int(r['pieces']):>7,} {r['area_mu']:>13,.2f} "
             f"{to_ha(r['area_m2']):>11,.2f}  {labels[r['rule_id']]}"
         )
-    lines.append(f"{len(s)} rules, {len(result.pieces):,} pieces")
+    lines.append(f"{len(s)} rules, {len(result.attributes):,} pieces")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,312 @@
+"""The geometries of a check's pieces, in memory or staged on disk tile by tile (SPEC §12).
+
+A check over many tiles does not keep its pieces' geometries: each tile's are
+written as WKB to an Arrow IPC file in a temporary folder (:class:`PieceStore`)
+and read back in SPEC §6's order, a batch at a time, when conflicts.gpkg is
+written (:func:`write_pieces_gpkg`). Their attributes stay in memory (about a
+hundred bytes a piece). A check of one tile keeps them in memory
+(:class:`MemoryGeometries`); both are written by the same function, so that the
+GeoPackage is the same file whatever the tiling.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import shapely
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import geopandas as gpd
+    import pandas as pd
+    import pyarrow as pa
+    from pyproj import CRS
+
+    from multiplan.styles import LayerStyle
+
+BATCH_ROWS = 65_536
+"""Rows per Arrow batch, staged and written: the same for every tiling."""
+
+
+class Geometries(Protocol):
+    """The geometries of a check's pieces, in SPEC §6's order."""
+
+    def __len__(self) -> int:
+        """Return the number of pieces."""
+        ...
+
+    def wkb(self, start: int, stop: int) -> np.ndarray:
+        """Return the WKB of pieces ``start`` to ``stop`` (an object array of bytes)."""
+        ...
+
+    def types(self) -> list[str]:
+        """Return the geometry types present (``Polygon``, ``MultiPolygon``, …), sorted."""
+        ...
+
+    def shapes(self) -> np.ndarray:
+        """Return every geometry as a shapely object (all in memory)."""
+        ...
+
+
+class MemoryGeometries:
+    """Geometries held in memory (a check of one tile)."""
+
+    def __init__(self, geoms: np.ndarray) -> None:
+        self.geoms = np.asarray(geoms, dtype=object)
+
+    def __len__(self) -> int:
+        """Return the number of pieces."""
+        return len(self.geoms)
+
+    def wkb(self, start: int, stop: int) -> np.ndarray:
+        """Return the WKB of pieces ``start`` to ``stop``."""
+        return np.asarray(shapely.to_wkb(self.geoms[start:stop]), dtype=object)
+
+    def types(self) -> list[str]:
+        """Return the geometry types present, sorted."""
+        return _type_names(shapely.get_type_id(self.geoms))
+
+    def shapes(self) -> np.ndarray:
+        """Return the geometries."""
+        return self.geoms
+
+
+class PieceStore:
+    """Geometries staged on disk: one Arrow IPC file of WKB per tile, read back in order.
+
+    :meth:`add` takes a tile's geometries in the tile's own order; :meth:`seal`
+    takes the order of the pieces of every tile together (positions into the
+    tiles' pieces one after the other), after which the store reads as
+    :class:`Geometries`. The folder is removed when the store is collected, or
+    by :meth:`close`.
+
+    Examples
+    --------
+    >>> store = PieceStore()
+    >>> store.add(np.array([shapely.box(0, 0, 1, 1), shapely.box(0, 0, 2, 2)]))
+    >>> store.add(np.array([shapely.box(0, 0, 3, 3)]))
+    >>> store.seal(np.array([2, 0, 1]))
+    >>> shapely.area(store.shapes()).tolist()
+    [9.0, 1.0, 4.0]
+    >>> store.close()
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="multiplan-pieces-"))
+        self._cleanup = weakref.finalize(
+            self, shutil.rmtree, str(self.folder), ignore_errors=True
+        )
+        self._files: list[Path] = []
+        self._sizes: list[int] = []
+        self._type_ids: set[int] = set()
+        self._order: np.ndarray | None = None
+
+    def add(self, geoms: np.ndarray) -> None:
+        """Stage one tile's geometries (WKB, in batches of :data:`BATCH_ROWS`)."""
+        import pyarrow as pa
+
+        geoms = np.asarray(geoms, dtype=object)
+        self._type_ids.update(np.unique(shapely.get_type_id(geoms)).tolist())
+        path = self.folder / f"tile-{len(self._files):06d}.arrow"
+        schema = pa.schema([("wkb", pa.binary())])
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as out:
+            for start in range(0, len(geoms), BATCH_ROWS):
+                part = shapely.to_wkb(geoms[start : start + BATCH_ROWS])
+                out.write_batch(
+                    pa.record_batch([pa.array(part, type=pa.binary())], schema=schema)
+                )
+        self._files.append(path)
+        self._sizes.append(len(geoms))
+
+    def seal(self, order: np.ndarray) -> None:
+        """Fix the order the pieces are read in (positions into the staged pieces)."""
+        order = np.asarray(order, dtype=np.int64)
+        if len(order) != sum(self._sizes):
+            raise ValueError(f"{len(order)} positions for {sum(self._sizes)} pieces")
+        self._order = order
+
+    def __len__(self) -> int:
+        """Return the number of pieces staged."""
+        return sum(self._sizes)
+
+    def types(self) -> list[str]:
+        """Return the geometry types present, sorted."""
+        return _type_names(np.array(sorted(self._type_ids), dtype=int))
+
+    def wkb(self, start: int, stop: int) -> np.ndarray:
+        """Return the WKB of pieces ``start`` to ``stop`` in the sealed order."""
+        import pyarrow as pa
+
+        if self._order is None:
+            raise RuntimeError("the store is not sealed")
+        want = self._order[start:stop]
+        out = np.empty(len(want), dtype=object)
+        offsets = np.cumsum([0, *self._sizes])
+        tile = np.searchsorted(offsets, want, side="right") - 1
+        for t in np.unique(tile).tolist():
+            mine = np.flatnonzero(tile == t)
+            rows = want[mine] - offsets[t]
+            first, last = int(rows.min()) // BATCH_ROWS, int(rows.max()) // BATCH_ROWS
+            with pa.OSFile(str(self._files[t]), "rb") as source:
+                reader = pa.ipc.open_file(source)
+                parts = [
+                    reader.get_batch(b).column(0).to_numpy(zero_copy_only=False)
+                    for b in range(first, last + 1)
+                ]
+            values = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            out[mine] = values[rows - first * BATCH_ROWS]
+        return out
+
+    def shapes(self) -> np.ndarray:
+        """Return every geometry as a shapely object, in the sealed order."""
+        return np.asarray(shapely.from_wkb(self.wkb(0, len(self))), dtype=object)
+
+    def close(self) -> None:
+        """Remove the staged files."""
+        self._cleanup()
+
+
+_MULTI_ONE = b"\x01\x06\x00\x00\x00\x01\x00\x00\x00"
+"""A little-endian WKB MultiPolygon header with one part: a polygon's WKB follows."""
+
+
+def multi_wkb(wkb: np.ndarray) -> np.ndarray:
+    """Return WKB with each polygon made a multipolygon of one part (others as they are).
+
+    Examples
+    --------
+    >>> w = multi_wkb(np.array([shapely.box(0, 0, 1, 1).wkb], dtype=object))
+    >>> shapely.from_wkb(w[0]).geom_type
+    'MultiPolygon'
+    """
+    out = np.empty(len(wkb), dtype=object)
+    for k, w in enumerate(wkb.tolist()):
+        if w[:5] == b"\x01\x03\x00\x00\x00":
+            out[k] = _MULTI_ONE + w
+        elif w[:5] == b"\x00\x00\x00\x00\x03":  # big-endian: let GEOS do it
+            out[k] = shapely.to_wkb(shapely.multipolygons([shapely.from_wkb(w)]))
+        else:
+            out[k] = w
+    return out
+
+
+def pieces_frame(
+    attributes: pd.DataFrame, geometries: Geometries, crs: object
+) -> gpd.GeoDataFrame:
+    """Return the pieces as one GeoDataFrame: the attributes with every geometry read."""
+    import geopandas as gpd
+
+    return gpd.GeoDataFrame(
+        attributes,
+        geometry=gpd.array.from_shapely(geometries.shapes(), crs=crs),
+        crs=crs,
+    )
+
+
+def _type_names(type_ids: np.ndarray) -> list[str]:
+    names = {
+        0: "Point",
+        1: "LineString",
+        3: "Polygon",
+        4: "MultiPoint",
+        5: "MultiLineString",
+        6: "MultiPolygon",
+        7: "GeometryCollection",
+    }
+    return sorted({names.get(int(t), "Unknown") for t in np.unique(type_ids)})
+
+
+def _arrow_schema(attributes: pd.DataFrame) -> tuple[pa.Schema, list[str]]:
+    """Return the Arrow schema of the attributes, and the columns written as text.
+
+    Columns of mixed Python types (ids that are numbers in one layer and text in
+    another) are written as text, as pyogrio does; empty ones as text too.
+    """
+    import pyarrow as pa
+
+    fields, as_text = [], []
+    for name in attributes.columns:
+        try:
+            typ = (
+                pa.Schema.from_pandas(attributes[[name]], preserve_index=False)
+                .field(name)
+                .type
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            typ = pa.string()
+            as_text.append(name)
+        if pa.types.is_null(typ):
+            typ = pa.string()
+        fields.append(pa.field(name, typ))
+    return pa.schema(fields), as_text
+
+
+def write_pieces_gpkg(
+    path: Path,
+    attributes: pd.DataFrame,
+    geometries: Geometries,
+    *,
+    layer: str,
+    crs: CRS,
+    style: LayerStyle | None = None,
+) -> None:
+    """Write the pieces as one GeoPackage layer, a batch at a time (in memory or staged).
+
+    A layer with both polygons and multipolygons is written as MultiPolygon (a
+    GeoPackage layer has one geometry type). The GeoPackage's last-change time
+    is pinned, so that the same pieces give the same file.
+    """
+    import pyarrow as pa
+    import pyogrio
+
+    from multiplan.io import GPKG_TIMESTAMP
+    from multiplan.styles import add_styles
+
+    if len(attributes) != len(geometries):
+        raise ValueError(f"{len(attributes)} rows for {len(geometries)} geometries")
+    types = geometries.types() if len(geometries) else []
+    promote = set(types) == {"Polygon", "MultiPolygon"}
+    geometry_type = (
+        "MultiPolygon" if promote else (types[0] if len(types) == 1 else "Unknown")
+    )
+    schema, as_text = _arrow_schema(attributes)
+    full = schema.append(pa.field("geometry", pa.binary()))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, max(len(attributes), 1), BATCH_ROWS):
+            stop = min(start + BATCH_ROWS, len(attributes))
+            part = attributes.iloc[start:stop].copy()
+            for name in as_text:
+                part[name] = [None if v is None else str(v) for v in part[name]]
+            wkb = geometries.wkb(start, stop)
+            if promote:
+                wkb = multi_wkb(wkb)
+            columns = [
+                pa.array(part[f.name].to_numpy(), type=f.type, from_pandas=True)
+                for f in schema
+            ] + [pa.array(wkb, type=pa.binary())]
+            yield pa.record_batch(columns, schema=full)
+
+    epsg = crs.to_epsg()
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_TIMESTAMP})
+    try:
+        pyogrio.write_arrow(
+            pa.RecordBatchReader.from_batches(full, batches()),
+            path,
+            layer=layer,
+            driver="GPKG",
+            geometry_name="geometry",
+            geometry_type=geometry_type,
+            crs=f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL"),
+        )
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
+    if style is not None:
+        add_styles(path, [(layer, "geometry", style)])

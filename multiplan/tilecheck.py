@@ -1,0 +1,260 @@
+"""A check of many tiles in bounded memory (SPEC §12): pieces staged on disk, summaries by tile.
+
+With more than one tile, a check keeps no tile's geometries once the tile is
+done. Each tile's pieces are sorted, valued, written to a
+:class:`~multiplan.piecestore.PieceStore` and summarised; only their attributes
+(about a hundred bytes a piece) stay in memory.
+
+Union areas by tile: a piece lies inside its A feature, so it can overlap a
+piece of another tile only when its A feature's bounding box meets that of an
+A feature of another tile (a *border* feature). In each tile the clusters of
+overlapping pieces that hold no piece of a border feature are unioned there and
+then; the others are kept and unioned with their neighbours across tiles at the
+end. Each piece's contribution (:meth:`~multiplan.areas.UnionAreas.contributions`)
+is then the same as in one tile, and so is every sum, bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from multiplan.areas import add_up, components
+from multiplan.levels import level_names
+from multiplan.pieces import concat_pieces, sort_order, sort_pieces
+from multiplan.piecestore import PieceStore
+from multiplan.summary import (
+    Summaries,
+    layer_cleans,
+    piece_unions,
+    summary_keys,
+    summary_tables,
+    unit_columns,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    import geopandas as gpd
+
+    from multiplan.layers import Layers
+    from multiplan.levels import Levels
+    from multiplan.rules import Rule
+    from multiplan.specs import Project
+    from multiplan.tiles import TileGrid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StagedPieces:
+    """The pieces of a tiled check: attributes in memory, geometries on disk, summaries."""
+
+    attributes: pd.DataFrame
+    store: PieceStore
+    summaries: Summaries
+    tiles: int
+
+
+def border_features(
+    layers: Layers,
+    a_layers: Sequence[str],
+    grid: TileGrid,
+    points: Callable[[str], np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Return, per A layer, which features' boxes meet the box of an A feature of another tile.
+
+    A feature's tile is that of its representative point, as the tiles assign it.
+    """
+    names = [n for n in dict.fromkeys(a_layers) if n in layers and len(layers[n])]
+    if not names:
+        return {}
+    geoms = [np.asarray(layers[n].geometry.array, dtype=object) for n in names]
+    b = shapely.bounds(np.concatenate(geoms))
+    boxes = np.asarray(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]), dtype=object)
+    tile = np.concatenate([grid.keys(points(n)) for n in names])
+    i, j = shapely.STRtree(boxes).query(boxes)
+    border = np.zeros(len(boxes), dtype=bool)
+    np.logical_or.at(border, i, tile[i] != tile[j])
+    splits = np.cumsum([len(g) for g in geoms])[:-1]
+    return dict(zip(names, np.split(border, splits), strict=True))
+
+
+class TileSummaries:
+    """The union areas of the summary tables, accumulated tile by tile."""
+
+    def __init__(
+        self,
+        project: Project,
+        rules: Sequence[Rule],
+        layers: Layers,
+        levels: Levels | None,
+        border: Mapping[str, np.ndarray],
+        *,
+        workers: int = 1,
+    ) -> None:
+        self.project = project
+        self.rules = rules
+        self.layers = layers
+        self.levels = levels
+        self.border = border
+        self.workers = workers
+        self.unit_cols = unit_columns(levels, level_names(project))
+        self.cleans = layer_cleans(
+            layers, [r.a.layer for r in rules] + [r.b.layer for r in rules], workers
+        )
+        self._contrib: dict[str, list[np.ndarray]] = {}
+        self._kept: list[np.ndarray] = []
+        self._kept_at: list[np.ndarray] = []
+        self._count = 0
+        self.snapped = 0
+
+    def add(self, tile: gpd.GeoDataFrame) -> None:
+        """Union the clusters of a tile that no other tile can touch; keep the others."""
+        n = len(tile)
+        geoms = np.asarray(tile.geometry.array, dtype=object)
+        unions = piece_unions(
+            tile,
+            self.project,
+            workers=self.workers,
+            layers=self.layers,
+            rules=self.rules,
+            cleans=self.cleans,
+        )
+        i, j = unions.pairs
+        cluster = components(n, i, j)
+        reach = np.zeros(n, dtype=bool)
+        reach[cluster[self._on_border(tile)]] = True
+        kept = reach[cluster]
+        for name, keys in summary_keys(tile, self.unit_cols).items():
+            self._contrib.setdefault(name, []).append(
+                unions.contributions(keys, mask=~kept)
+            )
+        self._kept.append(geoms[kept])
+        self._kept_at.append(self._count + np.flatnonzero(kept))
+        self._count += n
+        self.snapped += unions.snapped
+
+    def _on_border(self, tile: pd.DataFrame) -> np.ndarray:
+        out = np.zeros(len(tile), dtype=bool)
+        layer_col = tile["a_layer"].to_numpy(dtype=object)
+        ids = tile["a_id"].to_numpy(dtype=object)
+        for name in pd.unique(layer_col):
+            mine = layer_col == name
+            if name not in self.border:  # not a tiled layer: no promise, keep them
+                out[mine] = True
+                continue
+            pos = self.layers[name].index.get_indexer(ids[mine])
+            out[mine] = np.where(pos >= 0, self.border[name][np.maximum(pos, 0)], True)
+        return out
+
+    def finish(self, attributes: pd.DataFrame, order: np.ndarray) -> Summaries:
+        """Union the kept clusters across tiles and return the tables.
+
+        ``attributes`` are every piece's, sorted; ``order`` maps each sorted
+        position to the piece's position in the tiles one after the other.
+        """
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        contrib = {
+            name: np.concatenate(parts)[order] if parts else np.zeros(0)
+            for name, parts in self._contrib.items()
+        }
+        if not contrib:
+            contrib = {
+                name: np.zeros(0) for name in summary_keys(attributes, self.unit_cols)
+            }
+        at = rank[np.concatenate(self._kept_at)] if self._kept_at else np.zeros(0, int)
+        geoms = np.concatenate(self._kept) if self._kept else np.zeros(0, dtype=object)
+        by_rank = np.argsort(at, kind="stable")
+        at, geoms = at[by_rank], geoms[by_rank]
+        if len(at):
+            kept = attributes.iloc[at].reset_index(drop=True)
+            unions = piece_unions(
+                kept,
+                self.project,
+                workers=self.workers,
+                layers=self.layers,
+                rules=self.rules,
+                geoms=geoms,
+                cleans=self.cleans,
+            )
+            for name, keys in summary_keys(kept, self.unit_cols).items():
+                contrib[name][at] = unions.contributions(keys)
+            self.snapped += unions.snapped
+            logger.info(
+                "%d of %d pieces lie near a tile's edge and were unioned across tiles",
+                len(at),
+                len(attributes),
+            )
+        every = summary_keys(attributes, self.unit_cols)
+        areas = {name: add_up(every[name], contrib[name]) for name in every}
+        return summary_tables(
+            attributes, self.rules, self.project, areas, self.levels, self.snapped
+        )
+
+
+def staged_check(
+    project: Project,
+    rules: Sequence[Rule],
+    layers: Layers,
+    tiles: Iterable[list[pd.DataFrame]],
+    *,
+    columns: Sequence[str],
+    border: Mapping[str, np.ndarray],
+    levels: Levels | None,
+    workers: int = 1,
+    values: Callable[[gpd.GeoDataFrame], gpd.GeoDataFrame] | None = None,
+) -> StagedPieces:
+    """Run the tiles one after another, staging each tile's geometries and summarising it.
+
+    Parameters
+    ----------
+    tiles
+        Per tile, the pieces of each rule (:meth:`RuleContext.rule_pieces`).
+    columns
+        The pieces' columns (:func:`multiplan.levels.piece_columns`).
+    border
+        Per A layer, its features near another tile (:func:`border_features`).
+    values
+        Adds ``value_yuan`` to a tile's pieces (land yield), or ``None``.
+    """
+    store = PieceStore()
+    sums = TileSummaries(project, rules, layers, levels, border, workers=workers)
+    parts: list[pd.DataFrame] = []
+    corners: list[np.ndarray] = []
+    count = 0
+    for frames in tiles:
+        tile = sort_pieces(concat_pieces(frames, project.crs, columns), columns)
+        del frames
+        if values is not None:
+            tile = values(tile)
+        geoms = np.asarray(tile.geometry.array, dtype=object)
+        store.add(geoms)
+        corners.append(shapely.bounds(geoms)[:, :2])
+        sums.add(tile)
+        parts.append(pd.DataFrame(tile.drop(columns=tile.geometry.name)))
+        count += 1
+        del tile, geoms
+    attributes = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(concat_pieces([], project.crs, columns)).drop(
+            columns="geometry"
+        )
+    )
+    del parts
+    corner = np.concatenate(corners) if corners else np.zeros((0, 2))
+    order = (
+        sort_order(attributes, corner, columns)
+        if len(attributes)
+        else np.zeros(0, dtype=np.int64)
+    )
+    attributes = attributes.iloc[order].reset_index(drop=True)
+    store.seal(order)
+    return StagedPieces(attributes, store, sums.finish(attributes, order), count)

@@ -1,0 +1,189 @@
+"""A check of many tiles keeps its pieces' geometries on disk and its sums exact (SPEC §12)."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import shapely
+from pyproj import CRS
+from test_tiles import _random_project
+
+import multiplan
+from multiplan.piecestore import (
+    MemoryGeometries,
+    PieceStore,
+    multi_wkb,
+    write_pieces_gpkg,
+)
+from multiplan.tilecheck import border_features
+from multiplan.tiles import TileGrid
+
+CRS_4549 = CRS.from_epsg(4549)
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _attributes(n, rng):
+    return pd.DataFrame(
+        {
+            "rule_id": pd.Series(rng.choice(["R1", "R2"], size=n), dtype=object),
+            # ids that are numbers in one layer and text in another: written as text
+            "a_id": pd.Series(
+                [int(k) if k % 3 else f"P{k}" for k in range(n)], dtype=object
+            ),
+            "b_id": pd.Series([None] * n, dtype=object),
+            "area_m2": rng.uniform(1, 100, size=n),
+            "value_yuan": np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
+        }
+    )
+
+
+def _shapes(n, rng):
+    x = rng.uniform(500_000, 510_000, size=n)
+    y = rng.uniform(3_500_000, 3_510_000, size=n)
+    g = np.asarray(shapely.box(x, y, x + 10, y + 10), dtype=object)
+    two = rng.random(n) < 0.3  # some pieces in two parts
+    g[two] = [
+        shapely.MultiPolygon([p, shapely.box(*(np.array(p.bounds) + 20))])
+        for p in g[two]
+    ]
+    return g
+
+
+def test_staged_and_in_memory_pieces_write_the_same_file(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 70_000  # more than one batch of 65,536
+    attrs, geoms = _attributes(n, rng), _shapes(n, rng)
+    write_pieces_gpkg(
+        tmp_path / "mem.gpkg",
+        attrs,
+        MemoryGeometries(geoms),
+        layer="conflicts",
+        crs=CRS_4549,
+    )
+    # staged in three tiles that arrive in another order than the output's
+    perm = rng.permutation(n)
+    tiles = np.array_split(perm, 3)
+    store = PieceStore()
+    for t in tiles:
+        store.add(geoms[t])
+    staged_pos = np.concatenate(tiles)  # staged position -> piece
+    order = np.argsort(staged_pos)  # output position -> staged position
+    store.seal(order)
+    assert shapely.equals_exact(store.shapes(), geoms, tolerance=0).all()
+    write_pieces_gpkg(
+        tmp_path / "staged.gpkg", attrs, store, layer="conflicts", crs=CRS_4549
+    )
+    assert _digest(tmp_path / "mem.gpkg") == _digest(tmp_path / "staged.gpkg")
+
+    back = pyogrio.read_dataframe(tmp_path / "staged.gpkg")
+    assert pyogrio.read_info(tmp_path / "staged.gpkg")["geometry_type"] == (
+        "MultiPolygon"
+    )
+    assert back["a_id"].tolist()[:4] == ["P0", "1", "2", "P3"]
+    assert back["value_yuan"].isna().sum() == np.isnan(attrs["value_yuan"]).sum()
+    assert np.allclose(back.area.to_numpy(), shapely.area(geoms), rtol=0, atol=0)
+    folder = store.folder
+    assert folder.is_dir()
+    del store
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_multi_wkb_makes_one_part_multipolygons_and_leaves_the_rest():
+    geoms = np.array(
+        [
+            shapely.box(0, 0, 1, 1),
+            shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)]),
+            shapely.Polygon(
+                [(0, 0), (4, 0), (4, 4), (0, 4)], [[(1, 1), (2, 1), (2, 2), (1, 2)]]
+            ),
+        ],
+        dtype=object,
+    )
+    out = shapely.from_wkb(multi_wkb(np.asarray(shapely.to_wkb(geoms), dtype=object)))
+    assert [g.geom_type for g in out] == ["MultiPolygon"] * 3
+    assert shapely.equals(out, geoms).all()
+    assert shapely.area(out).tolist() == shapely.area(geoms).tolist()
+
+
+def test_border_features_are_those_a_feature_of_another_tile_can_reach():
+    grid = TileGrid(0.0, 0.0, 100.0)
+    frame = gpd.GeoDataFrame(
+        geometry=[
+            shapely.box(10, 10, 40, 40),  # tile (0, 0), far from the others
+            shapely.box(60, 10, 99, 40),  # tile (0, 0), short of x = 100 but met by 3
+            shapely.box(101, 10, 140, 20),  # tile (1, 0), met only by 3 of its own tile
+            shapely.box(90, 30, 130, 60),  # point in tile (1, 0), reaches into (0, 0)
+        ],
+        crs="EPSG:4549",
+    )
+    layers = {"a": frame}
+    border = border_features(
+        layers,  # type: ignore[arg-type]
+        ["a"],
+        grid,
+        lambda n: np.asarray(
+            shapely.point_on_surface(layers[n].geometry.array), dtype=object
+        ),
+    )
+    assert border["a"].tolist() == [False, True, False, True]
+
+
+@pytest.fixture(scope="module")
+def random_checks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("staging")
+    project = _random_project(tmp, 7)
+    layers = multiplan.read_layers(project)
+    one = multiplan.check(project, layers=layers, tile_size=0, workers=1)
+    many = multiplan.check(project, layers=layers, tile_size=700, workers=2)
+    return project, one, many
+
+
+def test_a_tiled_check_keeps_geometries_on_disk(random_checks):
+    _, one, many = random_checks
+    assert isinstance(one.geometries, MemoryGeometries)
+    assert isinstance(many.geometries, PieceStore)
+    assert many.run["counts"]["tiles"] > 4
+    assert many.run["counts"]["pieces"] == len(one.pieces)
+    # read back on demand: the same pieces in the same order
+    assert many.attributes.equals(one.attributes)
+    assert shapely.equals_exact(
+        many.pieces.geometry.to_numpy(), one.pieces.geometry.to_numpy(), tolerance=0
+    ).all()
+
+
+def test_tiled_sums_are_unions_across_tile_edges(random_checks):
+    """Every figure equals a union made independently of the tiles, and the untiled one bit for bit."""
+    project, one, many = random_checks
+    pieces = one.pieces
+    assert many.summary.equals(one.summary)
+    assert many.units.equals(one.units)
+    assert many.by_unit.equals(one.by_unit)
+    assert many.totals == one.totals
+    for rid, area in zip(many.summary["rule_id"], many.summary["area_m2"], strict=True):
+        mine = pieces.geometry[pieces["rule_id"] == rid].to_numpy()
+        assert area == pytest.approx(
+            shapely.union_all(mine).area if len(mine) else 0.0, rel=1e-9, abs=1e-6
+        )
+    total = shapely.union_all(pieces.geometry.to_numpy()).area
+    assert many.totals["all"] == pytest.approx(total, rel=1e-9)
+    # the rule whose plan overlaps itself crosses tile edges: its sum is not a sum
+    s = pieces[pieces["rule_id"] == "S"]
+    assert s["area_m2"].sum() > many.summary.set_index("rule_id").loc["S", "area_m2"]
+
+
+def test_a_tiled_run_writes_the_same_files(random_checks, tmp_path):
+    _, one, many = random_checks
+    one.write(tmp_path / "one", with_map=False)
+    many.write(tmp_path / "many", with_map=False)
+    for name in ("conflicts.gpkg", "summary.csv", "by_unit.csv", "units.csv"):
+        assert _digest(tmp_path / "one" / name) == _digest(tmp_path / "many" / name)
