@@ -16,9 +16,12 @@ Methods:
 
 * ``naive``: ``geopandas.read_file`` of the three layers, two
   ``geopandas.overlay(how="intersection")``, the areas, one ``pyogrio`` write;
-* ``check``: ``multiplan check --no-map --tile-size 0`` (one tile), the whole process;
-* ``tiled``: the same with four tiles (``--tile-size`` half the district's side);
-* ``cluster``: the same tiles on ``--cluster local`` with two worker processes;
+* ``check``: ``multiplan check --no-map`` as a planner runs it, the whole process
+  (default tiles: one tile up to 250 000 parcels, so four at scale 4);
+* ``one``: the same with ``--tile-size 0``, one tile: every piece kept in memory;
+* ``tiled``: the same with tiles of 11.2 km (``--tile-size 11200``: about 25 000
+  parcels a tile at every scale; pieces staged on disk tile by tile);
+* ``cluster``: the tiles of ``tiled`` on ``--cluster local`` with two worker processes;
 * ``fuse`` (at ``--fuse-scale``): ``multiplan fuse`` of plans A and B, faces.
 """
 
@@ -53,6 +56,10 @@ relation = "intersect"
 a = { layer = "a" }
 b = { layer = "zones" }
 """
+
+
+TILE_M = 11_200
+"""The tiles of ``tiled`` and ``cluster``: about 25 000 parcels each at every scale."""
 
 
 def prepare(folder: Path, scale: float) -> tuple[Path, int, float]:
@@ -108,7 +115,9 @@ def child(method: str, manifest: Path, side: float) -> dict[str, object]:
                 pyogrio.read_info(out_dir / "onemap.gpkg", layer="onemap")["features"]
             )
         else:
-            tile = "0" if method == "check" else str(math.ceil(side / 2))
+            tile = {"one": ["--tile-size", "0"], "check": []}.get(
+                method, ["--tile-size", str(TILE_M)]
+            )
             extra = (
                 ["--cluster", "local", "--workers", "2"] if method == "cluster" else []
             )
@@ -117,8 +126,7 @@ def child(method: str, manifest: Path, side: float) -> dict[str, object]:
                     "check",
                     str(manifest),
                     "--no-map",
-                    "--tile-size",
-                    tile,
+                    *tile,
                     *args,
                     *extra,
                 ],
@@ -176,7 +184,9 @@ def main() -> int:
                 f"{'method':<10}{'seconds':>9}{'peak MB':>10}{'pieces':>11}{'pieces/s':>11}  naive ÷ method"
             )
             methods = [
-                m for m in ("naive", "check", "tiled", "cluster") if m not in args.skip
+                m
+                for m in ("naive", "check", "one", "tiled", "cluster")
+                if m not in args.skip
             ]
             row: dict[str, dict[str, object]] = {}
             for m in methods:
@@ -198,7 +208,7 @@ def main() -> int:
                 )
             outs = [
                 Path(tmp) / f"out-{m}"
-                for m in ("check", "tiled", "cluster")
+                for m in ("check", "one", "tiled", "cluster")
                 if m in row and "seconds" in row[m]
             ]
             for name in ("conflicts.gpkg", "summary.csv"):
@@ -211,7 +221,7 @@ def main() -> int:
             results[scale] = row
     if len(results) >= 2:
         s0, s1 = sorted(results)[:2]
-        for m in ("check", "tiled"):
+        for m in ("check", "one", "tiled"):
             a, b = results[s0].get(m, {}), results[s1].get(m, {})
             if "seconds" in a and "seconds" in b:
                 print(

@@ -51,6 +51,8 @@ class RuleContext:
         self._points: dict[str, np.ndarray] = {}
         self._tiles: dict[tuple[Any, ...], np.ndarray] = {}
         self._trees: dict[tuple[Any, ...], shapely.STRtree] = {}
+        self._ids: dict[str, np.ndarray] = {}
+        self._classes: dict[str, np.ndarray] = {}
         self.boundary: shapely.Geometry | None = None
         if project.boundary and project.boundary in layers:
             self.boundary = shapely.union_all(_geoms(layers[project.boundary]))
@@ -109,6 +111,22 @@ class RuleContext:
                 _geoms(self.layers[layer]), self.unit_geoms
             )
         return self._unit_hint[layer]
+
+    def ids(self, layer: str) -> np.ndarray:
+        """Return a layer's feature ids as one object array (made once per run).
+
+        Pieces refer to these objects: text held as Arrow strings would otherwise
+        become new Python strings for every piece of every tile.
+        """
+        if layer not in self._ids:
+            self._ids[layer] = np.asarray(self.layers[layer].index, dtype=object)
+        return self._ids[layer]
+
+    def classes(self, layer: str) -> np.ndarray:
+        """Return a layer's classes as one object array (made once per run)."""
+        if layer not in self._classes:
+            self._classes[layer] = self.layers[layer][CLASS_COL].to_numpy(dtype=object)
+        return self._classes[layer]
 
     # ---------------------------------------------------------------- one rule
     def points(self, layer: str) -> np.ndarray:
@@ -198,7 +216,7 @@ class RuleContext:
             a_idx, b_idx = a_idx[a_sel], b_idx[b_sel]
         pairs = overlay.classify_pairs(a, b, workers=self.workers, prepare=side)
         if rule.a.layer == rule.b.layer:
-            a_ids = np.asarray(self.layers[rule.a.layer].index, dtype=object)
+            a_ids = self.ids(rule.a.layer)
             all_a = self.selection(rule.a, rule, "a")
             all_b = self.selection(rule.b, rule, "b")
             fa, fb = a_idx[pairs.ia], b_idx[pairs.ib]
@@ -226,23 +244,21 @@ class RuleContext:
         geoms: np.ndarray,
     ) -> pd.DataFrame:
         n = len(geoms)
-        fa = self.layers[rule.a.layer]
         none = np.full(n, None, dtype=object)
         data: dict[str, Any] = {
-            "rule_id": np.full(n, rule.id, dtype=object),
-            "severity": np.full(n, rule.severity, dtype=object),
-            "a_layer": np.full(n, rule.a.layer, dtype=object),
-            "a_id": np.asarray(fa.index, dtype=object)[a_pos],
-            "a_class": fa[CLASS_COL].to_numpy(dtype=object)[a_pos],
+            "rule_id": _repeat(rule.id, n),
+            "severity": _repeat(rule.severity, n),
+            "a_layer": _repeat(rule.a.layer, n),
+            "a_id": self.ids(rule.a.layer)[a_pos],
+            "a_class": self.classes(rule.a.layer)[a_pos],
         }
         if b_pos is None:
             data.update(b_layer=none, b_id=none.copy(), b_class=none.copy())
         else:
-            fb = self.layers[rule.b.layer]
             data.update(
-                b_layer=np.full(n, rule.b.layer, dtype=object),
-                b_id=np.asarray(fb.index, dtype=object)[b_pos],
-                b_class=fb[CLASS_COL].to_numpy(dtype=object)[b_pos],
+                b_layer=_repeat(rule.b.layer, n),
+                b_id=self.ids(rule.b.layer)[b_pos],
+                b_class=self.classes(rule.b.layer)[b_pos],
             )
         if self.levels is not None:
             tail = np.array([None], dtype=object)
@@ -256,7 +272,23 @@ class RuleContext:
         data["area_m2"] = area.astype(float)
         data["area_mu"] = to_mu(area.astype(float))
         data["geometry"] = geoms
-        return pd.DataFrame(data)
+        # keep text as the layer's own objects: pandas 3 would copy it into Arrow
+        # strings, and every piece would get a new Python string when concatenated
+        return pd.DataFrame(
+            {
+                k: pd.Series(v, dtype=object)
+                if isinstance(v, np.ndarray) and v.dtype.kind == "O"
+                else v
+                for k, v in data.items()
+            }
+        )
+
+
+def _repeat(value: object, n: int) -> np.ndarray:
+    """Return an object array of ``n`` references to one ``value`` (``np.full`` copies text)."""
+    out = np.empty(n, dtype=object)
+    out.fill(value)
+    return out
 
 
 def _geoms(frame: gpd.GeoDataFrame) -> np.ndarray:
