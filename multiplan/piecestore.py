@@ -31,7 +31,10 @@ if TYPE_CHECKING:
     from multiplan.styles import LayerStyle
 
 BATCH_ROWS = 65_536
-"""Rows per Arrow batch, staged and written: the same for every tiling."""
+"""Rows per Arrow batch written to the GeoPackage: the same for every tiling."""
+STAGE_ROWS = 8_192
+"""Rows per staged Arrow batch: reading a batch of output reads only the staged
+batches that hold its pieces (a few thousand from each tile)."""
 
 
 class Geometries(Protocol):
@@ -108,7 +111,7 @@ class PieceStore:
         self._order: np.ndarray | None = None
 
     def add(self, geoms: np.ndarray) -> None:
-        """Stage one tile's geometries (WKB, in batches of :data:`BATCH_ROWS`)."""
+        """Stage one tile's geometries (WKB, in batches of :data:`STAGE_ROWS`)."""
         import pyarrow as pa
 
         geoms = np.asarray(geoms, dtype=object)
@@ -116,8 +119,8 @@ class PieceStore:
         path = self.folder / f"tile-{len(self._files):06d}.arrow"
         schema = pa.schema([("wkb", pa.binary())])
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as out:
-            for start in range(0, len(geoms), BATCH_ROWS):
-                part = shapely.to_wkb(geoms[start : start + BATCH_ROWS])
+            for start in range(0, len(geoms), STAGE_ROWS):
+                part = shapely.to_wkb(geoms[start : start + STAGE_ROWS])
                 out.write_batch(
                     pa.record_batch([pa.array(part, type=pa.binary())], schema=schema)
                 )
@@ -152,15 +155,14 @@ class PieceStore:
         for t in np.unique(tile).tolist():
             mine = np.flatnonzero(tile == t)
             rows = want[mine] - offsets[t]
-            first, last = int(rows.min()) // BATCH_ROWS, int(rows.max()) // BATCH_ROWS
+            batch = rows // STAGE_ROWS
             with pa.OSFile(str(self._files[t]), "rb") as source:
                 reader = pa.ipc.open_file(source)
-                parts = [
-                    reader.get_batch(b).column(0).to_numpy(zero_copy_only=False)
-                    for b in range(first, last + 1)
-                ]
-            values = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            out[mine] = values[rows - first * BATCH_ROWS]
+                for b in np.unique(batch).tolist():
+                    sel = batch == b
+                    local = pa.array(rows[sel] - b * STAGE_ROWS)
+                    column = reader.get_batch(b).column(0)
+                    out[mine[sel]] = column.take(local).to_numpy(zero_copy_only=False)
         return out
 
     def shapes(self) -> np.ndarray:
