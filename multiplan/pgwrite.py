@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import geopandas as gpd
@@ -32,10 +33,31 @@ from multiplan.postgis import (
 if TYPE_CHECKING:
     import psycopg
 
+    from multiplan.piecestore import Geometries
+
 logger = logging.getLogger(__name__)
 
 GEOMETRY_COLUMN = "geom"
 """The geometry column of every output table."""
+COPY_ROWS = 65_536
+"""Rows sent to COPY per batch (geometries of staged pieces are read a batch at a time)."""
+
+
+@dataclass(frozen=True)
+class StagedTable:
+    """A table whose geometries are read a batch at a time (the pieces of a tiled check).
+
+    ``attributes`` are its columns; ``geometries`` a
+    :class:`~multiplan.piecestore.Geometries` in the same order; ``crs`` theirs.
+    """
+
+    attributes: pd.DataFrame
+    geometries: Geometries
+    crs: CRS
+
+
+Table = pd.DataFrame | StagedTable
+"""What a database table is written from: a (Geo)DataFrame, or staged pieces."""
 
 
 def preflight(db: Database) -> None:
@@ -86,7 +108,7 @@ def preflight(db: Database) -> None:
 @contextlib.contextmanager
 def staged_tables(
     db: Database,
-    tables: Mapping[str, pd.DataFrame],
+    tables: Mapping[str, Table],
     run: Mapping[str, Any],
     *,
     command: str,
@@ -130,7 +152,7 @@ def staged_tables(
 @contextlib.contextmanager
 def maybe_staged(
     db: str | Database | None,
-    tables: Callable[[], Mapping[str, pd.DataFrame]],
+    tables: Callable[[], Mapping[str, Table]],
     run: Mapping[str, Any],
     *,
     command: str,
@@ -149,7 +171,7 @@ def maybe_staged(
 
 def write_tables(
     db: Database | str,
-    tables: Mapping[str, pd.DataFrame],
+    tables: Mapping[str, Table],
     run: Mapping[str, Any],
     *,
     command: str,
@@ -175,7 +197,7 @@ def write_tables(
 def _write_all(
     cur: psycopg.Cursor[Any],
     schema: str,
-    tables: Mapping[str, pd.DataFrame],
+    tables: Mapping[str, Table],
     run: Mapping[str, Any],
     command: str,
 ) -> None:
@@ -235,7 +257,7 @@ def write_frame(
     cur: psycopg.Cursor[Any],
     schema: str,
     name: str,
-    frame: pd.DataFrame,
+    frame: Table,
     *,
     promote: bool = True,
 ) -> None:
@@ -247,23 +269,34 @@ def write_frame(
     becomes NULL. Names are quoted identifiers whatever they hold. With
     ``promote`` (the default) polygons are written as multipolygons, as a
     GeoPackage layer holds them; without, every geometry is kept as it is.
+    A :class:`StagedTable` is read and sent :data:`COPY_ROWS` rows at a time.
     """
     from psycopg import sql
 
     relation = sql.Identifier(schema, name)
+    staged = isinstance(frame, StagedTable)
+    attributes = frame.attributes if isinstance(frame, StagedTable) else frame
     geometry_name = frame.geometry.name if isinstance(frame, gpd.GeoDataFrame) else None
-    attrs = [c for c in frame.columns if c != geometry_name]
+    attrs = [c for c in attributes.columns if c != geometry_name]
     defs: list[sql.Composable] = [sql.SQL("fid bigint PRIMARY KEY")]
     defs += [
-        sql.SQL("{} {}").format(sql.Identifier(str(c)), sql.SQL(_pg_type(frame[c])))
+        sql.SQL("{} {}").format(
+            sql.Identifier(str(c)), sql.SQL(_pg_type(attributes[c]))
+        )
         for c in attrs
     ]
-    srid = 0
-    geoms = np.array([], dtype=object)
-    if isinstance(frame, gpd.GeoDataFrame):
-        srid = (frame.crs.to_epsg() or 0) if frame.crs is not None else 0
-        geoms = np.asarray(frame.geometry.array, dtype=object)
-        geoms, kind = _as_multi(geoms) if promote else (geoms, "Geometry")
+    crs = frame.crs if isinstance(frame, StagedTable | gpd.GeoDataFrame) else None
+    has_geometry = staged or geometry_name is not None
+    srid = (CRS.from_user_input(crs).to_epsg() or 0) if crs is not None else 0
+    kind = "Geometry"
+    if has_geometry:
+        if isinstance(frame, StagedTable):
+            types = set(frame.geometries.types()) if len(frame.geometries) else set()
+        else:
+            present = frame.geometry.array[~frame.geometry.isna().to_numpy()]
+            types = set(np.asarray(present.geom_type, dtype=object).tolist())
+        if promote and types and types <= {"Polygon", "MultiPolygon"}:
+            kind = "MultiPolygon"
         defs.append(
             sql.SQL("{} geometry({}, {})").format(
                 sql.Identifier(GEOMETRY_COLUMN), sql.SQL(kind), sql.Literal(srid)
@@ -274,19 +307,34 @@ def write_frame(
         sql.SQL("CREATE TABLE {} ({})").format(relation, sql.SQL(", ").join(defs))
     )
     names = [sql.Identifier("fid")] + [sql.Identifier(str(c)) for c in attrs]
-    columns: list[Sequence[Any]] = [range(1, len(frame) + 1)]
-    columns += [_cells(frame[c]) for c in attrs]
-    if isinstance(frame, gpd.GeoDataFrame):
+    if has_geometry:
         names.append(sql.Identifier(GEOMETRY_COLUMN))
-        geoms = shapely.set_srid(geoms, srid)
-        columns.append(shapely.to_wkb(geoms, hex=True, include_srid=True).tolist())
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
         relation, sql.SQL(", ").join(names)
     )
+    n = len(attributes)
     with cur.copy(copy_sql) as copy:
-        for row in zip(*columns, strict=True):
-            copy.write_row(row)
-    if isinstance(frame, gpd.GeoDataFrame):
+        for start in range(0, n, COPY_ROWS):
+            stop = min(start + COPY_ROWS, n)
+            part = attributes.iloc[start:stop]
+            columns: list[Sequence[Any]] = [range(start + 1, stop + 1)]
+            columns += [_cells(part[c]) for c in attrs]
+            if isinstance(frame, StagedTable):
+                geoms = np.asarray(
+                    shapely.from_wkb(frame.geometries.wkb(start, stop)), dtype=object
+                )
+            elif geometry_name is not None:
+                geoms = np.asarray(part.geometry.array, dtype=object)
+            if has_geometry:
+                if kind == "MultiPolygon":
+                    geoms = _as_multi(geoms)[0]
+                geoms = shapely.set_srid(geoms, srid)
+                columns.append(
+                    shapely.to_wkb(geoms, hex=True, include_srid=True).tolist()
+                )
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+    if has_geometry:
         cur.execute(
             sql.SQL("CREATE INDEX {} ON {} USING GIST ({})").format(
                 sql.Identifier(f"{name}_geom_idx"),

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from multiplan.io import Writer
     from multiplan.labels import Lang
     from multiplan.maps import Tiles
+    from multiplan.pgwrite import Table
     from multiplan.specs import Project
 
 logger = logging.getLogger(__name__)
@@ -182,17 +183,24 @@ class CheckResult:
         Figures are as in the files: the pieces as in conflicts.gpkg, the
         summaries rounded as in the CSV files.
         """
+        return {"conflicts": self.pieces, **self._summary_tables()}
+
+    def _summary_tables(self) -> dict[str, pd.DataFrame]:
         from multiplan.io import round_figures
 
-        tables: dict[str, pd.DataFrame] = {
-            "conflicts": self.pieces,
-            "summary": round_figures(self.summary),
-        }
+        tables = {"summary": round_figures(self.summary)}
         if self.by_unit is not None:
             tables["by_unit"] = round_figures(self.by_unit)
         if self.units is not None:
             tables["units"] = round_figures(self.units)
         return tables
+
+    def _db_tables(self) -> dict[str, Table]:
+        """Return the tables of :meth:`tables`, the pieces' geometries read a batch at a time."""
+        from multiplan.pgwrite import StagedTable
+
+        pieces = StagedTable(self.attributes, self.geometries, self.project.working_crs)
+        return {"conflicts": pieces, **self._summary_tables()}
 
     def write(
         self,
@@ -228,7 +236,7 @@ class CheckResult:
 
         files = self.files(lang=lang, tiles=tiles, with_map=with_map)
         run = dict(self.run, outputs=[*files])
-        with maybe_staged(db or self.project.db, self.tables, run, command="check"):
+        with maybe_staged(db or self.project.db, self._db_tables, run, command="check"):
             return write_set(
                 out, files, command="check", inputs=input_files(self.project)
             )

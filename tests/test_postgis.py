@@ -229,6 +229,32 @@ def test_db_tables_equal_the_files_and_a_second_run_replaces_them(demo_runs, pg_
     ]
 
 
+def test_a_tiled_run_sends_its_staged_pieces_in_batches(pg_url, schema, tmp_path):
+    """A check of many tiles writes conflicts from its staged geometries, as the file holds them."""
+    import multiplan
+    from multiplan.piecestore import PieceStore
+
+    project = read_project(DEMO)
+    result = multiplan.check(project, only=["ECO-01", "FARM-02"], tile_size=3000)
+    assert isinstance(result.geometries, PieceStore)
+    url = f"{pg_url}?schema={schema}"
+    result.write(tmp_path / "out", with_map=False, db=url)
+    table = read_back(url, "conflicts")
+    gpkg = pyogrio.read_dataframe(
+        tmp_path / "out" / "conflicts.gpkg", layer="conflicts"
+    )
+    assert len(table) == len(gpkg) == len(result.attributes) > 0
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(table.drop(columns="geometry")),
+        pd.DataFrame(gpkg.drop(columns="geometry")),
+        check_dtype=False,
+    )
+    assert shapely.equals_exact(
+        table.geometry.to_numpy(), gpkg.geometry.to_numpy(), tolerance=0
+    ).all()
+    assert set(table.geom_type) == {"MultiPolygon"}
+
+
 def test_a_killed_run_leaves_the_previous_tables(pg_url, schema, tmp_path):
     """The tables are committed after the files are in place; a run killed before leaves both as they were."""
     db_url = f"{pg_url}?schema={schema}"
