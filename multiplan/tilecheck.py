@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_QUERY_ROWS = 100_000
+"""Features whose neighbours are looked up at a time (bounds the candidate pairs held)."""
+
 
 @dataclass(frozen=True)
 class StagedPieces:
@@ -78,9 +81,12 @@ def border_features(
     b = shapely.bounds(np.concatenate(geoms))
     boxes = np.asarray(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]), dtype=object)
     tile = np.concatenate([grid.keys(points(n)) for n in names])
-    i, j = shapely.STRtree(boxes).query(boxes)
+    tree = shapely.STRtree(boxes)
     border = np.zeros(len(boxes), dtype=bool)
-    np.logical_or.at(border, i, tile[i] != tile[j])
+    for start in range(0, len(boxes), _QUERY_ROWS):  # pairs a chunk at a time
+        i, j = tree.query(boxes[start : start + _QUERY_ROWS])
+        i += start
+        np.logical_or.at(border, i, tile[i] != tile[j])
     splits = np.cumsum([len(g) for g in geoms])[:-1]
     return dict(zip(names, np.split(border, splits), strict=True))
 

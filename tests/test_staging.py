@@ -15,6 +15,7 @@ from pyproj import CRS
 from test_tiles import _random_project
 
 import multiplan
+from multiplan import tilecheck
 from multiplan.piecestore import (
     MemoryGeometries,
     PieceStore,
@@ -115,7 +116,11 @@ def test_multi_wkb_makes_one_part_multipolygons_and_leaves_the_rest():
     assert shapely.area(out).tolist() == shapely.area(geoms).tolist()
 
 
-def test_border_features_are_those_a_feature_of_another_tile_can_reach():
+@pytest.mark.parametrize("chunk", [100_000, 3])
+def test_border_features_are_those_a_feature_of_another_tile_can_reach(
+    monkeypatch, chunk
+):
+    monkeypatch.setattr(tilecheck, "_QUERY_ROWS", chunk)
     grid = TileGrid(0.0, 0.0, 100.0)
     frame = gpd.GeoDataFrame(
         geometry=[
