@@ -11,6 +11,7 @@ GeoPackage is the same file whatever the tiling.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import weakref
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import shapely
+
+from multiplan.errors import OutputError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -101,7 +104,10 @@ class PieceStore:
     """
 
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="multiplan-pieces-"))
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix="multiplan-pieces-"))
+        except OSError as exc:
+            raise _staging_error(exc, Path(tempfile.gettempdir())) from exc
         self._cleanup = weakref.finalize(
             self, shutil.rmtree, str(self.folder), ignore_errors=True
         )
@@ -118,12 +124,20 @@ class PieceStore:
         self._type_ids.update(np.unique(shapely.get_type_id(geoms)).tolist())
         path = self.folder / f"tile-{len(self._files):06d}.arrow"
         schema = pa.schema([("wkb", pa.binary())])
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as out:
-            for start in range(0, len(geoms), STAGE_ROWS):
-                part = shapely.to_wkb(geoms[start : start + STAGE_ROWS])
-                out.write_batch(
-                    pa.record_batch([pa.array(part, type=pa.binary())], schema=schema)
-                )
+        try:
+            with (
+                pa.OSFile(str(path), "wb") as sink,
+                pa.ipc.new_file(sink, schema) as out,
+            ):
+                for start in range(0, len(geoms), STAGE_ROWS):
+                    part = shapely.to_wkb(geoms[start : start + STAGE_ROWS])
+                    out.write_batch(
+                        pa.record_batch(
+                            [pa.array(part, type=pa.binary())], schema=schema
+                        )
+                    )
+        except OSError as exc:
+            raise _staging_error(exc, self.folder) from exc
         self._files.append(path)
         self._sizes.append(len(geoms))
 
@@ -196,6 +210,18 @@ def multi_wkb(wkb: np.ndarray) -> np.ndarray:
         else:
             out[k] = w
     return out
+
+
+def _staging_error(exc: OSError, folder: Path) -> OutputError:
+    """Return the error of a staging folder that cannot take the pieces (full, read-only, …)."""
+    cause = os.strerror(exc.errno) if exc.errno else " ".join(str(exc).split())
+    return OutputError(
+        f"cannot stage the pieces of a tile in {folder}: {cause.lower()}",
+        path=folder,
+        hint="A check of many tiles keeps its pieces' geometries there until they are "
+        "written (about the size of conflicts.gpkg): free some space, or set TMPDIR "
+        "to a folder with room",
+    )
 
 
 def pieces_frame(

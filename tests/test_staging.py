@@ -192,3 +192,25 @@ def test_a_tiled_run_writes_the_same_files(random_checks, tmp_path):
     many.write(tmp_path / "many", with_map=False)
     for name in ("conflicts.gpkg", "summary.csv", "by_unit.csv", "units.csv"):
         assert _digest(tmp_path / "one" / name) == _digest(tmp_path / "many" / name)
+
+
+def test_a_staging_folder_that_cannot_take_the_pieces_is_an_output_error(
+    tmp_path, monkeypatch
+):
+    """No room for the staged pieces: an OutputError (exit 2) naming the folder and TMPDIR."""
+    import tempfile
+
+    from helpers import DEMO
+
+    from multiplan.errors import OutputError
+    from multiplan.project import read_project
+
+    project = read_project(DEMO)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("", encoding="utf-8")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocked))
+    with pytest.raises(OutputError) as err:
+        multiplan.check(project, only=["ECO-01"], tile_size=3000)
+    assert "cannot stage the pieces of a tile" in str(err.value)
+    assert str(blocked) in str(err.value)
+    assert "TMPDIR" in str(err.value)
