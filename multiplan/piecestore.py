@@ -237,6 +237,10 @@ def pieces_frame(
     )
 
 
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def _type_names(type_ids: np.ndarray) -> list[str]:
     names = {
         0: "Point",
@@ -311,7 +315,7 @@ def write_pieces_gpkg(
             stop = min(start + BATCH_ROWS, len(attributes))
             part = attributes.iloc[start:stop].copy()
             for name in as_text:
-                part[name] = [None if v is None else str(v) for v in part[name]]
+                part[name] = [None if _missing(v) else str(v) for v in part[name]]
             wkb = geometries.wkb(start, stop)
             if promote:
                 wkb = multi_wkb(wkb)

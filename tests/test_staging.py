@@ -38,7 +38,8 @@ def _attributes(n, rng):
             "rule_id": pd.Series(rng.choice(["R1", "R2"], size=n), dtype=object),
             # ids that are numbers in one layer and text in another: written as text
             "a_id": pd.Series(
-                [int(k) if k % 3 else f"P{k}" for k in range(n)], dtype=object
+                [None if k == 5 else int(k) if k % 3 else f"P{k}" for k in range(n)],
+                dtype=object,
             ),
             "b_id": pd.Series([None] * n, dtype=object),
             "area_m2": rng.uniform(1, 100, size=n),
@@ -90,6 +91,7 @@ def test_staged_and_in_memory_pieces_write_the_same_file(tmp_path):
         "MultiPolygon"
     )
     assert back["a_id"].tolist()[:4] == ["P0", "1", "2", "P3"]
+    assert pd.isna(back["a_id"][5])  # a missing id is NULL, not the text "None"
     assert back["value_yuan"].isna().sum() == np.isnan(attrs["value_yuan"]).sum()
     assert np.allclose(back.area.to_numpy(), shapely.area(geoms), rtol=0, atol=0)
     folder = store.folder
