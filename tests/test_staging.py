@@ -216,3 +216,21 @@ def test_a_staging_folder_that_cannot_take_the_pieces_is_an_output_error(
     assert "cannot stage the pieces of a tile" in str(err.value)
     assert str(blocked) in str(err.value)
     assert "TMPDIR" in str(err.value)
+
+
+def test_without_the_border_pieces_tiles_would_count_land_twice(
+    random_checks, monkeypatch
+):
+    """The border features matter: claiming no piece can reach another tile breaks the sums."""
+    project, one, _ = random_checks
+    real = tilecheck.border_features
+
+    def nowhere(*args, **kwargs):
+        return {k: np.zeros_like(v) for k, v in real(*args, **kwargs).items()}
+
+    monkeypatch.setattr("multiplan.rulecheck.border_features", nowhere)
+    wrong = multiplan.check(
+        project, layers=multiplan.read_layers(project), tile_size=700, workers=2
+    )
+    assert wrong.attributes.equals(one.attributes)  # the pieces are right...
+    assert wrong.totals["all"] > one.totals["all"] + 1.0  # ...their union is not
