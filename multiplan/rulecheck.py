@@ -46,7 +46,7 @@ from multiplan.values import piece_values
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     import folium
@@ -323,59 +323,38 @@ def check(
             hint="Run check(project, cluster=...) without layers=, or without cluster=",
         )
     t = time.perf_counter()
-    plan = plan_tiles(
+    tiling = start_tiles(
         project,
         rules,
         lay,
         workers=workers,
         levels=levels,
         tile_size=tile_size,
-        local=cluster is None,
-    )
-    rule_times: dict[str, float] = dict.fromkeys((r.id for r in rules), 0.0)
-    frames = tile_frames(
-        project,
-        rules,
-        plan,
         cluster=cluster,
-        workers=workers,
         progress=progress,
-        rule_times=rule_times,
     )
     revenue = project.yield_ is not None and project.yield_.revenue is not None
     columns = piece_columns(levels)
     pieces: gpd.GeoDataFrame | None = None
     geometries: Geometries
-    if len(plan.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
+    if len(tiling.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
         staged = staged_check(
             project,
             rules,
             lay,
-            frames,
+            tiling.frames,
             columns=columns,
-            border=border_features(
-                lay,
-                plan.a_layers,
-                plan.grid,
-                plan.context.points
-                if plan.context is not None
-                else lambda n: tiles.representative_points(
-                    np.asarray(lay[n].geometry.array, dtype=object)
-                ),
-            ),
+            border=border_features(lay, tiling.a_layers, tiling.grid, tiling.points),
             levels=levels,
             workers=workers,
             values=(lambda tile: with_values(tile, project, lay)) if revenue else None,
         )
         attributes, geometries = staged.attributes, staged.store
         sums = staged.summaries
-        timings["overlay"] = sum(rule_times.values())
+        timings["overlay"] = sum(tiling.rule_times.values())
         timings["summarise"] = time.perf_counter() - t - timings["overlay"]
     else:
-        pieces = sort_pieces(
-            concat_pieces([f for tile in frames for f in tile], project.crs, columns),
-            columns,
-        )
+        pieces = gather_pieces(tiling.frames, project.crs, columns)
         timings["overlay"] = time.perf_counter() - t
         if revenue:
             t = time.perf_counter()
@@ -407,8 +386,8 @@ def check(
             "cluster": cluster,
         },
         timings=timings,
-        rule_times=rule_times,
-        counts={"tiles": len(plan.keys), "snapped_unions": sums.snapped},
+        rule_times=tiling.rule_times,
+        counts={"tiles": len(tiling.keys), "snapped_unions": sums.snapped},
     )
     logger.info(
         "check done: %d rules, %d pieces in %.2f s",
@@ -473,45 +452,38 @@ def find_pieces(
     workers = overlay.default_workers() if workers is None else max(1, int(workers))
     if levels is None and rules:
         levels = build_levels(project, layers)
-    plan = plan_tiles(
+    tiling = start_tiles(
         project,
         rules,
         layers,
         workers=workers,
         levels=levels,
         tile_size=tile_size,
-        local=cluster is None,
+        cluster=cluster,
+        progress=progress,
     )
-    rule_times: dict[str, float] = dict.fromkeys((r.id for r in rules), 0.0)
-    frames = [
-        f
-        for tile in tile_frames(
-            project,
-            rules,
-            plan,
-            cluster=cluster,
-            workers=workers,
-            progress=progress,
-            rule_times=rule_times,
-        )
-        for f in tile
-    ]
-    columns = piece_columns(levels)
-    return sort_pieces(concat_pieces(frames, project.crs, columns), columns), rule_times
+    pieces = gather_pieces(tiling.frames, project.crs, piece_columns(levels))
+    return pieces, tiling.rule_times
 
 
 @dataclass(frozen=True)
-class TilePlan:
-    """The tiles of a check: the grid, the keys of the tiles with A features, the context."""
+class Tiling:
+    """The tiles of a check, and their pieces as they are made.
+
+    ``frames`` yields, tile by tile, each rule's pieces (made here, or as dask
+    tasks); ``rule_times`` fills up with each rule's seconds as it runs;
+    ``points(layer)`` gives an A layer's representative points, made once.
+    """
 
     grid: tiles.TileGrid
     keys: list[int]
-    context: RuleContext | None
     a_layers: list[str]
-    levels: Levels | None
+    points: Callable[[str], np.ndarray]
+    frames: Iterator[list[pd.DataFrame]]
+    rule_times: dict[str, float]
 
 
-def plan_tiles(
+def start_tiles(
     project: Project,
     rules: Sequence[Rule],
     layers: Layers,
@@ -519,45 +491,60 @@ def plan_tiles(
     workers: int,
     levels: Levels | None,
     tile_size: float | None,
-    local: bool = True,
-) -> TilePlan:
-    """Return the tiles of a check (:func:`multiplan.tiles.plan`), with the rules' context when run here."""
-    a_layers = [r.a.layer for r in rules]
-    ctx = RuleContext(project, layers, workers, levels) if local else None
-    grid, keys = tiles.plan(
-        layers, a_layers, tile_size, ctx.points if ctx is not None else None
-    )
-    return TilePlan(grid, keys, ctx, a_layers, levels)
-
-
-def tile_frames(
-    project: Project,
-    rules: Sequence[Rule],
-    plan: TilePlan,
-    *,
     cluster: str | None,
-    workers: int,
+    progress: Progress,
+) -> Tiling:
+    """Plan the tiles of a check (:func:`multiplan.tiles.plan`) and start their work.
+
+    The work runs as :attr:`Tiling.frames` is read: here, with the rules'
+    shared context, or with ``cluster`` as dask tasks.
+    """
+    a_layers = [r.a.layer for r in rules]
+    ctx = RuleContext(project, layers, workers, levels) if cluster is None else None
+    points = (
+        ctx.points
+        if ctx is not None
+        else functools.cache(
+            lambda n: tiles.representative_points(
+                np.asarray(layers[n].geometry.array, dtype=object)
+            )
+        )
+    )
+    grid, keys = tiles.plan(layers, a_layers, tile_size, points)
+    if len(keys) > 1:
+        logger.info("checking %d tiles of %g m", len(keys), grid.size)
+    rule_times = dict.fromkeys((r.id for r in rules), 0.0)
+    if ctx is None:
+        assert cluster is not None
+        frames = _cluster_pieces(project, rules, grid, keys, cluster, workers, progress)
+    else:
+        frames = _local_pieces(ctx, rules, grid, keys, progress, rule_times)
+    return Tiling(grid, keys, a_layers, points, frames, rule_times)
+
+
+def gather_pieces(
+    frames: Iterable[list[pd.DataFrame]], crs: str, columns: Sequence[str]
+) -> gpd.GeoDataFrame:
+    """Return the pieces of every tile as one frame, sorted as SPEC §6 orders them."""
+    every = [f for tile in frames for f in tile]
+    return sort_pieces(concat_pieces(every, crs, columns), columns)
+
+
+def _local_pieces(
+    ctx: RuleContext,
+    rules: Sequence[Rule],
+    grid: tiles.TileGrid,
+    keys: list[int],
     progress: Progress,
     rule_times: dict[str, float],
 ) -> Iterator[list[pd.DataFrame]]:
-    """Yield, tile by tile, each rule's pieces (here, or as dask tasks with ``cluster``)."""
-    if len(plan.keys) > 1:
-        logger.info("checking %d tiles of %g m", len(plan.keys), plan.grid.size)
-    if cluster is not None:
-        yield from _cluster_pieces(
-            project, rules, plan.grid, plan.keys, cluster, workers, progress
-        )
-        return
-    ctx = plan.context
-    assert ctx is not None, "a plan made with local=False runs on a cluster"
-    for k, key in enumerate(plan.keys):
+    """Run the tiles here, one after another, and yield each one's pieces per rule."""
+    for k, key in enumerate(keys):
         frames = []
         for i, rule in enumerate(rules):
-            progress(
-                "checking", k * len(rules) + i, len(plan.keys) * len(rules), rule.id
-            )
+            progress("checking", k * len(rules) + i, len(keys) * len(rules), rule.id)
             t = time.perf_counter()
-            frames.append(ctx.rule_pieces(rule, plan.grid, key))
+            frames.append(ctx.rule_pieces(rule, grid, key))
             rule_times[rule.id] += time.perf_counter() - t
         yield frames
 

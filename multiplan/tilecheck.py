@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan.areas import add_up, components
+from multiplan.areas import UnionAreas, add_up, components
 from multiplan.levels import level_names
 from multiplan.pieces import concat_pieces, sort_order, sort_pieces
 from multiplan.piecestore import PieceStore
@@ -124,14 +124,7 @@ class TileSummaries:
         """Union the clusters of a tile that no other tile can touch; keep the others."""
         n = len(tile)
         geoms = np.asarray(tile.geometry.array, dtype=object)
-        unions = piece_unions(
-            tile,
-            self.project,
-            workers=self.workers,
-            layers=self.layers,
-            rules=self.rules,
-            cleans=self.cleans,
-        )
+        unions = self._unions(tile, geoms)
         i, j = unions.pairs
         cluster = components(n, i, j)
         reach = np.zeros(n, dtype=bool)
@@ -145,6 +138,17 @@ class TileSummaries:
         self._kept_at.append(self._count + np.flatnonzero(kept))
         self._count += n
         self.snapped += unions.snapped
+
+    def _unions(self, pieces: pd.DataFrame, geoms: np.ndarray) -> UnionAreas:
+        return piece_unions(
+            pieces,
+            self.project,
+            workers=self.workers,
+            layers=self.layers,
+            rules=self.rules,
+            geoms=geoms,
+            cleans=self.cleans,
+        )
 
     def _on_border(self, tile: pd.DataFrame) -> np.ndarray:
         out = np.zeros(len(tile), dtype=bool)
@@ -181,15 +185,7 @@ class TileSummaries:
         at, geoms = at[by_rank], geoms[by_rank]
         if len(at):
             kept = attributes.iloc[at].reset_index(drop=True)
-            unions = piece_unions(
-                kept,
-                self.project,
-                workers=self.workers,
-                layers=self.layers,
-                rules=self.rules,
-                geoms=geoms,
-                cleans=self.cleans,
-            )
+            unions = self._unions(kept, geoms)
             for name, keys in summary_keys(kept, self.unit_cols).items():
                 contrib[name][at] = unions.contributions(keys)
             self.snapped += unions.snapped
