@@ -129,14 +129,6 @@ def method(name: str, folder: Path, url: str) -> dict[str, object]:
     }
 
 
-def _peak_mb() -> float:
-    """Return this process's peak RSS (VmHWM: since exec, unlike ru_maxrss)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def run_method(name: str, folder: Path, url: str) -> dict[str, object]:
     """Run a method in a child process of its own."""
     proc = subprocess.run(
@@ -168,7 +160,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         result = method(args.child, args.folder, args.url)
-        result["peak_mb"] = _peak_mb()
+        from synthetic import peak_mb
+
+        result["peak_mb"] = peak_mb()
         print(json.dumps(result))
         return 0
     started = None

@@ -77,13 +77,6 @@ def prepare(folder: Path, scale: float) -> tuple[Path, int, float]:
     return manifest, len(layers["a"]), 22_400.0 * math.sqrt(scale)
 
 
-def _peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def child(method: str, manifest: Path, side: float) -> dict[str, object]:
     """Run one method in this process; return what it measured."""
     folder = manifest.parent
@@ -135,7 +128,9 @@ def child(method: str, manifest: Path, side: float) -> dict[str, object]:
             pieces = int(
                 json.loads((out_dir / "run.json").read_text())["counts"]["pieces"]
             )
-    return {"seconds": time.perf_counter() - t, "peak_mb": _peak_mb(), "pieces": pieces}
+    from synthetic import peak_mb
+
+    return {"seconds": time.perf_counter() - t, "peak_mb": peak_mb(), "pieces": pieces}
 
 
 def run(method: str, manifest: Path, side: float) -> dict[str, object]:

@@ -3,7 +3,8 @@
 ``make_district(scale)`` at scale 1 gives 100 000 parcels (plan A), 20 000 parcels
 (plan B, not aligned with A) and 30 red-line zones of 2 000–7 000 vertices over
 about 500 km² (a Xinbei-sized district, in EPSG:4549 coordinates); scale 4 gives
-four times each over four times the area.
+four times each over four times the area. ``peak_mb()`` is the peak memory the
+scripts report.
 """
 
 from __future__ import annotations
@@ -186,3 +187,11 @@ def write_project(
         encoding="utf-8",
     )
     return manifest
+
+
+def peak_mb() -> float:
+    """Return this process's peak RSS in MB (VmHWM: since exec, unlike ru_maxrss)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -172,6 +172,18 @@ def test_demo_from_postgis_gives_the_figures_of_the_files(demo_runs):
     assert run_db["counts"]["layers"]["chenggui"]["filtered_out"] > 0
 
 
+def _assert_same_rows(table: gpd.GeoDataFrame, gpkg: gpd.GeoDataFrame) -> None:
+    """A table read back from PostGIS holds the GeoPackage's rows: values and exact geometries."""
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(table.drop(columns="geometry")),
+        pd.DataFrame(gpkg.drop(columns="geometry")),
+        check_dtype=False,
+    )
+    assert shapely.equals_exact(
+        table.geometry.to_numpy(), gpkg.geometry.to_numpy(), tolerance=0
+    ).all()
+
+
 def test_db_tables_equal_the_files_and_a_second_run_replaces_them(demo_runs, pg_url):
     _, from_db, tmp, db_url, manifest = demo_runs
     assert from_db.exit_code == 0, from_db.output
@@ -179,14 +191,7 @@ def test_db_tables_equal_the_files_and_a_second_run_replaces_them(demo_runs, pg_
     conflicts = read_back(db_url, "conflicts")
     gpkg = pyogrio.read_dataframe(out / "conflicts.gpkg", layer="conflicts")
     assert conflicts.crs.to_epsg() == 4549
-    pd.testing.assert_frame_equal(
-        pd.DataFrame(conflicts.drop(columns="geometry")),
-        pd.DataFrame(gpkg.drop(columns="geometry")),
-        check_dtype=False,
-    )
-    assert shapely.equals_exact(
-        conflicts.geometry.to_numpy(), gpkg.geometry.to_numpy(), tolerance=0
-    ).all()
+    _assert_same_rows(conflicts, gpkg)
     for name in ("summary", "by_unit", "units"):
         table = read_back(db_url, name)
         csv = pd.read_csv(out / f"{name}.csv", encoding="utf-8-sig")
@@ -244,14 +249,7 @@ def test_a_tiled_run_sends_its_staged_pieces_in_batches(pg_url, schema, tmp_path
         tmp_path / "out" / "conflicts.gpkg", layer="conflicts"
     )
     assert len(table) == len(gpkg) == len(result.attributes) > 0
-    pd.testing.assert_frame_equal(
-        pd.DataFrame(table.drop(columns="geometry")),
-        pd.DataFrame(gpkg.drop(columns="geometry")),
-        check_dtype=False,
-    )
-    assert shapely.equals_exact(
-        table.geometry.to_numpy(), gpkg.geometry.to_numpy(), tolerance=0
-    ).all()
+    _assert_same_rows(table, gpkg)
     assert set(table.geom_type) == {"MultiPolygon"}
 
 
