@@ -11,6 +11,7 @@ areas of unions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,12 +21,13 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from multiplan import tiles
 from multiplan.areas import area_m2, to_mu
 from multiplan.errors import InputError
 from multiplan.io import csv_writer, gpkg_writer
 from multiplan.layers import LayerInput, ensure_layers
 from multiplan.levels import Levels, build_levels, per_level
-from multiplan.noding import Faces, cover, covering_pairs, node_faces
+from multiplan.noding import Faces, cover, covering_pairs, node_faces, reading_order
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.overlay import default_workers
 from multiplan.progress import Progress, no_progress
@@ -186,6 +188,7 @@ def diff(
     layers: LayerInput | None = None,
     progress: Progress = no_progress,
     workers: int | None = None,
+    cluster: str | None = None,
 ) -> DiffResult:
     """Compare two editions of a plan (two layers of the manifest), SPEC §14.
 
@@ -203,8 +206,12 @@ def diff(
     progress
         Called as ``progress(stage, done, total, item)``.
     workers
-        Threads that find what covers each face (default all cores); the faces
-        are the same for any number.
+        Processes that node the faces in tiles chosen from the data, and threads
+        that find what covers each face (default all cores); the faces are the
+        same for any number.
+    cluster
+        ``"local"`` or a dask scheduler's ``tcp://HOST:PORT``: node the tiles as
+        tasks there (SPEC §12); the faces are the same.
 
     Returns
     -------
@@ -225,6 +232,8 @@ def diff(
     ['added', 'reclassified', 'removed', 'same']
     """
     check_editions(project, old, new, level)
+    if cluster is not None:
+        tiles.check_address(cluster)
     names = [old, new, project.boundary, *project.units]
     lay = ensure_layers(project, [n for n in names if n], layers, progress=progress)
     for name in (old, new):
@@ -237,9 +246,21 @@ def diff(
             )
     levels = build_levels(project, lay)
     progress("noding", 0, 1, f"{old} / {new}")
-    changes = edition_faces(
-        project, lay, old, new, level=level, levels=levels, workers=workers
-    )
+    with contextlib.ExitStack() as stack:
+        client = None
+        if cluster is not None:
+            workers = default_workers() if workers is None else max(1, int(workers))
+            client = stack.enter_context(tiles.dask_client(cluster, workers))
+        changes = edition_faces(
+            project,
+            lay,
+            old,
+            new,
+            level=level,
+            levels=levels,
+            workers=workers,
+            client=client,
+        )
     transitions = transition_table(changes, level)
     by_unit = None
     if levels is not None:
@@ -285,8 +306,12 @@ def edition_faces(
     level: int = 1,
     levels: Levels | None = None,
     workers: int | None = None,
+    client: Any = None,
 ) -> gpd.GeoDataFrame:
-    """Return the faces of the overlay of two editions (inside the boundary), split at units."""
+    """Return the faces of the overlay of two editions (inside the boundary), split at units.
+
+    The faces are noded on ``workers`` processes, or as tasks of a dask ``client``.
+    """
     workers = default_workers() if workers is None else max(1, int(workers))
     boundary = None
     if project.boundary and project.boundary in layers:
@@ -298,7 +323,7 @@ def edition_faces(
     sets = [a, b]
     if levels is not None:
         sets.append(levels.cells)
-    nodes = node_faces(sets, boundary, workers=workers)
+    nodes = node_faces(sets, boundary, workers=workers, client=client)
     if levels is not None:  # keep the faces of the editions, not those of units alone
         keep = np.zeros(len(nodes.geoms), dtype=bool)
         keep[covering_pairs(nodes, a)[0]] = True
@@ -330,10 +355,7 @@ def edition_faces(
     )
     frame.insert(len(data), "area_m2", area)
     frame.insert(len(data) + 1, "area_mu", to_mu(area))
-    # faces in reading order: north to south, west to east
-    c = shapely.get_coordinates(nodes.points)
-    order = np.lexsort((np.round(c[:, 0], 3), -np.round(c[:, 1], 3)))
-    return frame.iloc[order].reset_index(drop=True)
+    return frame.iloc[reading_order(nodes.points)].reset_index(drop=True)
 
 
 def units_in(levels: Levels | None, nodes: Faces) -> dict[str, np.ndarray]:

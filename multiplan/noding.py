@@ -1,7 +1,8 @@
 """Noding: the faces of an overlay of many polygon layers, and what covers each face.
 
-Every polygon boundary is noded once (``union_all`` of the boundaries, then
-``polygonize``); the faces never overlap and cover the union of the polygons.
+Every polygon boundary is noded (``union_all`` of the boundaries, then
+``polygonize``, in tiles on several processes: :mod:`multiplan.facetiles`); the
+faces never overlap and cover the union of the polygons.
 Each face keeps an interior point, and a face whose point lies too close to its
 own boundary is attributed by area instead. Used by the one map
 (:mod:`multiplan.onemap`), plan editions (:mod:`multiplan.editions`) and levels
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
 
+from multiplan.facetiles import FaceNoding, start_noding
 from multiplan.layers import CLASS_COL
 from multiplan.overlay import parallel_map
 
@@ -95,19 +97,10 @@ def covering_pairs(
     return fi[order].astype(np.intp), gi[order].astype(np.intp)
 
 
-def node_faces(
-    polygon_sets: Sequence[np.ndarray],
-    boundary: shapely.Geometry | None,
-    *,
-    workers: int = 1,
-) -> Faces:
-    """Return the faces of the overlay of all polygons (inside ``boundary``), with their points.
-
-    Every polygon boundary is noded once, in one GEOS call; the faces are the
-    polygons of the noded linework that lie inside the boundary and inside at
-    least one polygon. ``workers`` threads find their points and what covers
-    them; the faces are the same for any number.
-    """
+def face_lines(
+    polygon_sets: Sequence[np.ndarray], boundary: shapely.Geometry | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the polygons (empties dropped) and the lines to node: their boundaries and the boundary's."""
     geoms = (
         np.concatenate([np.asarray(g, dtype=object) for g in polygon_sets])
         if polygon_sets
@@ -115,16 +108,39 @@ def node_faces(
     )
     geoms = geoms[~shapely.is_empty(geoms)]
     if not len(geoms):
-        none = np.zeros(0, dtype=object)
-        return Faces(none, none, np.zeros(0, dtype=bool))
-    lines = [shapely.boundary(geoms)]
+        return geoms, np.zeros(0, dtype=object)
+    lines = [np.asarray(shapely.boundary(geoms), dtype=object)]
     if boundary is not None:
         lines.append(np.array([shapely.boundary(boundary)], dtype=object))
-    noded = shapely.union_all(np.concatenate(lines))
-    polys = np.asarray(
-        shapely.get_parts(shapely.polygonize(shapely.get_parts(noded))), dtype=object
-    )
-    polys = polys[shapely.area(polys) > 0]
+    return geoms, np.concatenate(lines)
+
+
+def node_faces(
+    polygon_sets: Sequence[np.ndarray],
+    boundary: shapely.Geometry | None,
+    *,
+    workers: int = 1,
+    client: Any = None,
+    tiles: int | None = None,
+    started: FaceNoding | None = None,
+) -> Faces:
+    """Return the faces of the overlay of all polygons (inside ``boundary``), with their points.
+
+    Every polygon boundary is noded (:mod:`multiplan.facetiles`: in tiles chosen
+    from the data, or ``tiles`` of them, on ``workers`` processes or a dask
+    ``client``; or already ``started``); the faces are the polygons of the noded
+    linework that lie inside the boundary and inside at least one polygon.
+    ``workers`` threads find their points and what covers them; the faces are
+    the same for any number of workers or tiles.
+    """
+    geoms, lines = face_lines(polygon_sets, boundary)
+    if started is None:
+        started = start_noding(lines, workers=workers, client=client, tiles=tiles)
+    with started:
+        polys = started.faces()
+    if not len(geoms):
+        none = np.zeros(0, dtype=object)
+        return Faces(none, none, np.zeros(0, dtype=bool))
     pts = parallel_map(shapely.point_on_surface, polys, workers=workers)
     clearance = parallel_map(_clearance, pts, polys, workers=workers)
     faces = Faces(polys, pts, clearance < CLEARANCE_M)
@@ -135,6 +151,21 @@ def node_faces(
         inside[covering_pairs(faces, np.array([boundary], dtype=object))[0]] = True
         keep &= inside
     return faces.take(keep)
+
+
+def reading_order(points: np.ndarray) -> np.ndarray:
+    """Return the order that reads faces north to south, then west to east (to the millimetre).
+
+    Ties at the millimetre are broken by the exact coordinates, so the order does
+    not depend on how the faces were made.
+
+    Examples
+    --------
+    >>> reading_order(shapely.points([(5, 0), (1, 0), (3, 9)])).tolist()
+    [2, 1, 0]
+    """
+    c = shapely.get_coordinates(points).reshape(-1, 2)
+    return np.lexsort((c[:, 0], -c[:, 1], np.round(c[:, 0], 3), -np.round(c[:, 1], 3)))
 
 
 def _clearance(pts: np.ndarray, polys: np.ndarray) -> np.ndarray:

@@ -20,7 +20,9 @@ number when the plans change elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +31,21 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from multiplan import tiles
 from multiplan.areas import area_m2, to_mu
+from multiplan.facetiles import FaceNoding, start_noding
 from multiplan.io import csv_writer, gpkg_writer
 from multiplan.layers import LayerInput, ensure_layers
 from multiplan.levels import level_names
-from multiplan.noding import Faces, cover, covering_pairs, node_faces, runs
+from multiplan.noding import (
+    Faces,
+    cover,
+    covering_pairs,
+    face_lines,
+    node_faces,
+    reading_order,
+    runs,
+)
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.overlay import default_workers
 from multiplan.patches import difference_patches, difference_table
@@ -75,6 +87,8 @@ class FuseResult:
     spec: FusionSpec
     notes: Mapping[str, int] = field(default_factory=dict)
     layers: Layers | None = field(default=None, repr=False)
+    workers: int = 1
+    """Threads that draw the map (the faces of each class merged and simplified)."""
 
     def explore(self, *, lang: Lang = "zh") -> folium.Map:
         """Return the one map's page: faces by resolved class and the difference patches."""
@@ -202,7 +216,9 @@ def fuse(
         Called as ``progress(stage, done, total, item)``.
     tile_size, cluster
         How the conflict check behind ``conflicts`` is cut and where it runs (see
-        :func:`multiplan.check`); the faces are noded on this machine.
+        :func:`multiplan.check`). The faces are noded in tiles chosen from the
+        data, on ``workers`` processes or as tasks of the ``cluster``, while the
+        check runs; they are the same for any tiling, workers or cluster.
 
     Returns
     -------
@@ -223,21 +239,54 @@ def fuse(
         *project.units,
     ]
     lay = ensure_layers(project, [n for n in names if n], layers, progress=progress)
-    pieces = None
-    if rules:
-        pieces, _ = find_pieces(
-            project,
-            rules,
-            lay,
-            workers=workers,
-            progress=progress,
-            tile_size=tile_size,
-            cluster=cluster,
+    if cluster is not None:
+        tiles.check_address(cluster)
+    workers = default_workers() if workers is None else max(1, int(workers))
+    with contextlib.ExitStack() as stack:
+        client = None
+        if cluster is not None:
+            client = stack.enter_context(tiles.dask_client(cluster, workers))
+        # the faces are noded on other processes while the rules run here
+        polygons, boundary = fusion_inputs(project, lay)
+        started = stack.enter_context(
+            start_noding(
+                face_lines(polygons, boundary)[1], workers=workers, client=client
+            )
         )
-    progress("noding", 0, 1, f"{len(spec.layers)} layers")
-    return fuse_layers(
-        project, lay, conflicts=pieces, progress=progress, workers=workers
-    )
+        pieces = None
+        if rules:
+            pieces, _ = find_pieces(
+                project,
+                rules,
+                lay,
+                workers=workers,
+                progress=progress,
+                tile_size=tile_size,
+                cluster=cluster,
+            )
+        progress("noding", 0, 1, f"{len(spec.layers)} layers")
+        return fuse_layers(
+            project,
+            lay,
+            conflicts=pieces,
+            progress=progress,
+            workers=workers,
+            started=started,
+        )
+
+
+def fusion_inputs(
+    project: Project, layers: Layers
+) -> tuple[list[np.ndarray], shapely.Geometry | None]:
+    """Return the fused polygon layers' geometries and the boundary (or ``None``)."""
+    boundary = None
+    if project.boundary and project.boundary in layers:
+        boundary = shapely.union_all(
+            np.asarray(layers[project.boundary].geometry.array, dtype=object)
+        )
+    fused = [n for n in project.fusion.layers if layers.layer(n).family == "polygon"]
+    polygons = [np.asarray(layers[n].geometry.array, dtype=object) for n in fused]
+    return polygons, boundary
 
 
 def fuse_layers(
@@ -247,25 +296,19 @@ def fuse_layers(
     conflicts: pd.DataFrame | None = None,
     progress: Progress = no_progress,
     workers: int | None = None,
+    started: FaceNoding | None = None,
 ) -> FuseResult:
     """Build the one-map faces (and the difference patches with ``compare``) from loaded layers.
 
-    ``workers`` threads attribute the faces (default all cores); the faces are
-    the same for any number.
+    ``workers`` processes node the faces and threads attribute them (default all
+    cores), unless their noding was ``started`` already; the faces are the same
+    for any number.
     """
     spec = project.fusion
     workers = default_workers() if workers is None else max(1, int(workers))
-    boundary = None
-    if project.boundary and project.boundary in layers:
-        boundary = shapely.union_all(
-            np.asarray(layers[project.boundary].geometry.array, dtype=object)
-        )
+    polygons, boundary = fusion_inputs(project, layers)
     fused = [n for n in spec.layers if layers.layer(n).family == "polygon"]
-    nodes = node_faces(
-        [np.asarray(layers[n].geometry.array, dtype=object) for n in fused],
-        boundary,
-        workers=workers,
-    )
+    nodes = node_faces(polygons, boundary, workers=workers, started=started)
     faces, pts = nodes.geoms, nodes.points
     data: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
@@ -303,10 +346,7 @@ def fuse_layers(
         geometry=gpd.array.from_shapely(faces, crs=project.crs),
         crs=project.crs,
     )
-    # faces in reading order: north to south, west to east
-    c = shapely.get_coordinates(pts)
-    order = np.lexsort((np.round(c[:, 0], 3), -np.round(c[:, 1], 3)))
-    frame = frame.iloc[order].reset_index(drop=True)
+    frame = frame.iloc[reading_order(pts)].reset_index(drop=True)
     patches = differences = None
     if spec.compare is not None:
         progress("patches", 0, 1, "差异图斑")
@@ -325,6 +365,7 @@ def fuse_layers(
             "faces_attributed_by_area": int(nodes.doubtful.sum()),
         },
         layers=layers,
+        workers=workers,
     )
 
 
@@ -402,12 +443,15 @@ def build_onemap_map(result: FuseResult, *, lang: Lang = "zh") -> folium.Map:
             key = np.array(["" if c is None else str(c) for c in cls], dtype=object)
             codes = sorted(set(key.tolist()))
             geoms = np.asarray(faces.geometry.array, dtype=object)
-            # faces of one noding form a coverage: merged without a general union
-            merged = np.array(
-                [shapely.coverage_union_all(geoms[key == c]) for c in codes],
-                dtype=object,
-            )
-            enc = encode_polygons(display_geoms(merged, project, 1.0, gcj02=gcj))
+
+            def merged(c: str) -> shapely.Geometry:
+                # faces of one noding form a coverage: merged without a general union
+                one = shapely.coverage_union_all(geoms[key == c])
+                return shapely.simplify(one, 1.0, preserve_topology=True)
+
+            with ThreadPoolExecutor(max_workers=result.workers) as pool:
+                shapes = np.array(list(pool.map(merged, codes)), dtype=object)
+            enc = encode_polygons(display_geoms(shapes, project, 0.0, gcj02=gcj))
             groups.append(
                 {
                     "name": "faces",

@@ -142,13 +142,16 @@ def check_address(address: str) -> None:
 def dask_client(address: str, workers: int) -> contextlib.AbstractContextManager[Any]:
     """Return a context that yields a dask ``Client``: a LocalCluster for ``local``.
 
+    Inside another such context for the same address, the open client is
+    yielded again (one LocalCluster serves a whole command).
+
     Raises
     ------
     ClusterError
         When dask distributed is not installed, or the scheduler cannot be reached.
     """
     try:
-        from distributed import Client, LocalCluster
+        import distributed  # noqa: F401
     except ImportError as exc:
         raise ClusterError(
             "--cluster needs dask distributed, which is not installed",
@@ -157,32 +160,51 @@ def dask_client(address: str, workers: int) -> contextlib.AbstractContextManager
 
     @contextlib.contextmanager
     def connect() -> Iterator[Any]:
-        if address == "local":
-            with (
-                LocalCluster(  # type: ignore[no-untyped-call]
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    # a worker busy in GEOS misses heartbeats; it is not an error to show
-                    silence_logs=logging.CRITICAL,
-                ) as cluster,
-                Client(cluster) as client,  # type: ignore[no-untyped-call]
-            ):
-                yield client
+        if address in _OPEN:
+            yield _OPEN[address]
             return
-        check_address(address)
-        try:
-            client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
-        except (OSError, TimeoutError) as exc:
-            raise ClusterError(
-                f"cannot reach the dask scheduler at {address} ({exc})",
-                hint="Check that the scheduler runs and that this machine may connect to it",
-            ) from exc
-        with client:
-            yield client
+        with _opened(address, workers) as client:
+            _OPEN[address] = client
+            try:
+                yield client
+            finally:
+                del _OPEN[address]
 
     return connect()
+
+
+_OPEN: dict[str, Any] = {}
+"""The clients open in this process, by address."""
+
+
+@contextlib.contextmanager
+def _opened(address: str, workers: int) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    if address == "local":
+        with (
+            LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                # a worker busy in GEOS misses heartbeats; it is not an error to show
+                silence_logs=logging.CRITICAL,
+            ) as cluster,
+            Client(cluster) as client,  # type: ignore[no-untyped-call]
+        ):
+            yield client
+        return
+    check_address(address)
+    try:
+        client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"cannot reach the dask scheduler at {address} ({exc})",
+            hint="Check that the scheduler runs and that this machine may connect to it",
+        ) from exc
+    with client:
+        yield client
 
 
 _WORKER_CACHE: dict[tuple[Any, ...], Any] = {}

@@ -219,3 +219,52 @@ def test_cluster_refuses_layers_given_in_memory(tmp_path):
     layers = multiplan.read_layers(project)
     with pytest.raises(multiplan.InputError, match="reads the layers on its workers"):
         multiplan.check(project, layers=layers, cluster="local")
+
+
+FUSE_FILES = ("onemap.gpkg", "differences.gpkg", "differences.csv")
+
+
+def test_fuse_faces_are_the_same_on_one_worker_two_and_a_local_cluster(tmp_path):
+    """The demo's faces are noded in tiles (more than one): any workers, or dask, same files."""
+    outs = {}
+    for name, extra in [
+        ("one", ["--workers", 1]),
+        ("two", ["--workers", 2]),
+        ("cluster", ["--workers", 2, "--cluster", "local", "--tile-size", 6000]),
+    ]:
+        outs[name] = tmp_path / name
+        r = run("fuse", DEMO, "--out", outs[name], "-q", *extra)
+        assert r.exit_code == 0, r.output
+    for name in FUSE_FILES:
+        first = (outs["one"] / name).read_bytes()
+        assert (outs["two"] / name).read_bytes() == first, name
+        assert (outs["cluster"] / name).read_bytes() == first, name
+
+
+def test_diff_on_a_local_cluster_writes_the_same_changes(tmp_path):
+    here, there = tmp_path / "here", tmp_path / "there"
+    r = run("diff", DEMO, "tugui", "tugui_2024", "--out", here, "-q", "--workers", 1)
+    assert r.exit_code == 0, r.output
+    r = run(
+        "diff", DEMO, "tugui", "tugui_2024", "--out", there, "-q",
+        "--workers", 2, "--cluster", "local",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    for name in ("changes.gpkg", "transitions.csv", "transitions_by_unit.csv"):
+        assert (there / name).read_bytes() == (here / name).read_bytes(), name
+
+
+def test_diff_with_an_unreachable_scheduler_is_exit_2(tmp_path):
+    r = run(
+        "diff",
+        DEMO,
+        "tugui",
+        "tugui_2024",
+        "--out",
+        tmp_path / "o",
+        "--cluster",
+        "tcp://127.0.0.1:9",
+    )
+    assert r.exit_code == 2, r.output
+    assert "cannot reach the dask scheduler at tcp://127.0.0.1:9" in r.output
+    assert not (tmp_path / "o").exists()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from multiplan.cli.options import (
+    cluster_option,
     common_options,
     echo,
     force_option,
@@ -37,9 +38,11 @@ if TYPE_CHECKING:
     help="Taxonomy level at which classes are compared: 1 (01 耕地) or 2 (0101 水田).",
 )
 @workers_option(
-    "Threads that attribute the faces (the faces are the same for any number)."
+    "Processes that node the faces and threads that attribute them (the faces "
+    "are the same for any number)."
 )
 @lang_option("Language of the map, the report and the ledger.")
+@cluster_option
 @force_option
 @common_options
 def diff_cmd(
@@ -50,6 +53,7 @@ def diff_cmd(
     level: int,
     workers: int | None,
     lang: str,
+    cluster: str | None,
     force: bool,
 ) -> None:
     """Compare two editions of a plan (OLD and NEW, two layers of the manifest).
@@ -66,6 +70,7 @@ def diff_cmd(
     Example:
         multiplan diff layers/xinbei/project.toml tugui tugui_2024
         multiplan diff layers/xinbei/project.toml tugui tugui_2024 --level 2
+        multiplan diff layers/xinbei/project.toml tugui tugui_2024 --cluster local
     """
     from multiplan.areas import to_mu
     from multiplan.editions import check_editions, diff
@@ -78,7 +83,13 @@ def diff_cmd(
         stage_progress() as progress,
     ):
         result = diff(
-            project, old, new, level=level, progress=progress, workers=workers
+            project,
+            old,
+            new,
+            level=level,
+            progress=progress,
+            workers=workers,
+            cluster=cluster,
         )
         progress("writing", 0, 1, str(folder.path))
         files = result.write(folder, lang=lang)  # type: ignore[arg-type]

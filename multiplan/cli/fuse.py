@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 @project_argument
 @out_option()
 @workers_option(
-    "Threads for the conflict check and the faces' attribution (same faces for any number)."
+    "Processes that node the faces and threads for the conflict check and the "
+    "faces' attribution (same faces for any number)."
 )
 @lang_option("Language of the map and the ledger.")
 @scale_options

@@ -244,9 +244,9 @@ def output_folder(
     )
 
 
-def scale_options(f: F) -> F:
-    """Add ``--tile-size METRES`` and ``--cluster ADDRESS`` (SPEC §12)."""
-    f = click.option(
+def cluster_option(f: F) -> F:
+    """Add ``--cluster ADDRESS`` (SPEC §12)."""
+    return click.option(
         "--cluster",
         "cluster",
         metavar="ADDRESS",
@@ -255,6 +255,11 @@ def scale_options(f: F) -> F:
         "processes) or a scheduler's tcp://HOST:PORT whose workers see the same paths. "
         'Needs pip install "multiplan[dask]"; the outputs are identical.',
     )(f)
+
+
+def scale_options(f: F) -> F:
+    """Add ``--tile-size METRES`` and ``--cluster ADDRESS`` (SPEC §12)."""
+    f = cluster_option(f)
     return click.option(
         "--tile-size",
         "tile_size",
