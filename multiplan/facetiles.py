@@ -286,9 +286,10 @@ class Workers:
     def __init__(self, n: int) -> None:
         env = dict(os.environ)
         here = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [here, *filter(None, [env.get("PYTHONPATH")])]
-        )
+        if here not in sys.path:  # a source tree: the workers load this same copy
+            env["PYTHONPATH"] = os.pathsep.join(
+                [here, *filter(None, [env.get("PYTHONPATH")])]
+            )
         self.broken: RuntimeError | None = None
         self.tasks: queue.SimpleQueue[tuple[Future[Any], bytes] | None] = (
             queue.SimpleQueue()
