@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multiplan.cli import run
+from multiplan.supervise import run
 
 if __name__ == "__main__":
     run()

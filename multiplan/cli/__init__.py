@@ -7,12 +7,6 @@ what it wrote on stderr and sets the exit code.
 
 from __future__ import annotations
 
-import os
-import shlex
-import signal
-import subprocess
-import sys
-
 import click
 
 from multiplan.cli.check import check_cmd, map_cmd
@@ -59,57 +53,4 @@ for _command in (
 ):
     main.add_command(_command)
 
-_CHILD = "MULTIPLAN_SUPERVISED"
-_CRASHES = {
-    signal.SIGSEGV: "a segmentation fault",
-    signal.SIGBUS: "a bus error",
-    signal.SIGILL: "an illegal instruction",
-    signal.SIGFPE: "a floating-point exception",
-    signal.SIGABRT: "an abort",
-}
-
-
-def run() -> None:
-    """Run ``multiplan`` as the console script does: the command in a child process.
-
-    A crash inside native code (GEOS, GDAL, PROJ) kills a process with a signal
-    and no message. Running the command in a child lets this process turn such
-    a crash into one line and exit code 3, as any other internal error. Signals
-    the user sends (Ctrl-C, ``kill``) are passed on to the child.
-    """
-    if os.environ.get(_CHILD) or sys.platform == "win32":
-        if os.environ.get("MULTIPLAN_TEST_SEGFAULT"):  # test hook: crash as GEOS would
-            import faulthandler
-
-            faulthandler._sigsegv()  # type: ignore[attr-defined]
-        main(prog_name="multiplan")
-        return
-    env = {
-        **os.environ,
-        _CHILD: "1",
-        "MULTIPLAN_COMMAND": shlex.join(["multiplan", *sys.argv[1:]]),
-    }
-    child = subprocess.Popen(
-        [sys.executable, "-m", "multiplan", *sys.argv[1:]], env=env
-    )
-
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    code = child.wait()
-    if code < 0:
-        signum = -code
-        if signum in _CRASHES:
-            click.echo(
-                f"multiplan: internal error: the process crashed with {_CRASHES[signal.Signals(signum)]} "
-                "in native code; rerun with --debug to see where",
-                err=True,
-            )
-            sys.exit(3)
-        sys.exit(128 + signum)
-    sys.exit(code)
-
-
-__all__ = ["main", "run"]
+__all__ = ["main"]

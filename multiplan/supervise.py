@@ -1,0 +1,68 @@
+"""The console script: runs the command in a child process and reports native crashes.
+
+Only the standard library is imported here, so that the supervising process starts
+in a few tens of milliseconds; the child imports the command line
+(:mod:`multiplan.cli`) and what its command needs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+
+_CHILD = "MULTIPLAN_SUPERVISED"
+_CRASHES = {
+    signal.SIGSEGV: "a segmentation fault",
+    signal.SIGBUS: "a bus error",
+    signal.SIGILL: "an illegal instruction",
+    signal.SIGFPE: "a floating-point exception",
+    signal.SIGABRT: "an abort",
+}
+
+
+def run() -> None:
+    """Run ``multiplan`` as the console script does: the command in a child process.
+
+    A crash inside native code (GEOS, GDAL, PROJ) kills a process with a signal
+    and no message. Running the command in a child lets this process turn such
+    a crash into one line and exit code 3, as any other internal error. Signals
+    the user sends (Ctrl-C, ``kill``) are passed on to the child.
+    """
+    if os.environ.get(_CHILD) or sys.platform == "win32":
+        if os.environ.get("MULTIPLAN_TEST_SEGFAULT"):  # test hook: crash as GEOS would
+            import faulthandler
+
+            faulthandler._sigsegv()  # type: ignore[attr-defined]
+        from multiplan.cli import main
+
+        main(prog_name="multiplan")
+        return
+    env = {
+        **os.environ,
+        _CHILD: "1",
+        "MULTIPLAN_COMMAND": shlex.join(["multiplan", *sys.argv[1:]]),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "multiplan", *sys.argv[1:]], env=env
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    code = child.wait()
+    if code < 0:
+        signum = -code
+        if signum in _CRASHES:
+            sys.stderr.write(
+                f"multiplan: internal error: the process crashed with {_CRASHES[signal.Signals(signum)]} "
+                "in native code; rerun with --debug to see where\n"
+            )
+            sys.stderr.flush()
+            sys.exit(3)
+        sys.exit(128 + signum)
+    sys.exit(code)
