@@ -344,7 +344,7 @@ class Workers:
                 future.set_exception(value)
 
     def shutdown(self) -> None:
-        """Cancel what has not started, let the running calls finish and stop the workers."""
+        """Cancel what has not started and stop the workers (one still busy is killed)."""
         while True:
             try:
                 task = self.tasks.get_nowait()
@@ -354,14 +354,20 @@ class Workers:
                 task[0].cancel()
         for _ in self.threads:
             self.tasks.put(None)
+        for proc in self.procs:
+            assert proc.stdin is not None
+            with contextlib.suppress(OSError):  # a worker that died: a broken pipe
+                proc.stdin.close()
+        for proc in self.procs:
+            try:  # an idle worker ends when its input does
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:  # busy with a tile no one will read
+                proc.kill()
+                proc.wait()
         for t in self.threads:
             t.join()
         for proc in self.procs:
-            assert proc.stdin is not None
             assert proc.stdout is not None
-            with contextlib.suppress(OSError):  # a worker that died: a broken pipe
-                proc.stdin.close()
-            proc.wait()
             proc.stdout.close()
 
 
@@ -431,6 +437,10 @@ def node_in_tiles(
 
 
 if __name__ == "__main__":
+    import signal
+
+    # Ctrl-C is the caller's to handle: it stops the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # stray output must not mix with the results on stdout
     _out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

@@ -193,3 +193,16 @@ def test_serve_answers_each_call_and_names_unknown_ones():
     assert shapely.area(shapely.from_wkb(first[1][0])).tolist() == [2.0]
     assert second[0] == "error"
     assert isinstance(second[1], KeyError)
+
+
+def test_stopping_workers_cancels_queued_tiles_and_ends_every_process():
+    """As when the conflict check fails while fuse's tiles are noding: nothing is left running."""
+    pool = Workers(1)
+    lines = shapely.to_wkb(shapely.boundary(_messy(4, n=3000)))
+    first = pool.submit(tile_faces_wkb, lines, (0.0, 0.0, 3000.0, 3000.0))
+    second = pool.submit(tile_faces_wkb, lines, (0.0, 0.0, 3000.0, 3000.0))
+    pool.shutdown()
+    assert second.cancelled()
+    assert first.done()
+    assert all(p.poll() is not None for p in pool.procs)
+    assert not any(t.is_alive() for t in pool.threads)
