@@ -228,8 +228,8 @@ def diff(
     >>> import multiplan
     >>> project = multiplan.read_project("layers/xinbei/project.toml")
     >>> d = multiplan.diff(project, "tugui", "tugui_2024")
-    >>> sorted(d.changes["change"].unique())
-    ['added', 'reclassified', 'removed', 'same']
+    >>> sorted(d.changes["change"].unique())  # the revision adds no land to the plan
+    ['reclassified', 'removed', 'same']
     """
     check_editions(project, old, new, level)
     if cluster is not None:
