@@ -161,6 +161,8 @@ class FaceNoding:
         """Wait for the tiles and return every face once, normalised (see the module)."""
         try:
             done = [f.result() for f in self.futures]
+            if self.pool is not None:
+                self.pool.rewarn()
         finally:
             self.close()
         if len(self.boxes) == 1:
@@ -280,7 +282,8 @@ class Workers:
     multiprocessing's spawn and forkserver, a worker never imports the caller's
     main script, so a script without ``if __name__ == "__main__"`` can call
     multiplan; unlike fork, it never copies a process that runs threads.
-    Warnings raised in a worker are raised again here.
+    Warnings raised in a worker are kept and raised again by :meth:`rewarn`, in
+    the thread that collects the results.
     """
 
     def __init__(self, n: int) -> None:
@@ -291,6 +294,7 @@ class Workers:
                 [here, *filter(None, [env.get("PYTHONPATH")])]
             )
         self.broken: RuntimeError | None = None
+        self.caught: list[tuple[str, type[Warning]]] = []
         self.tasks: queue.SimpleQueue[tuple[Future[Any], bytes] | None] = (
             queue.SimpleQueue()
         )
@@ -336,12 +340,17 @@ class Workers:
                 )
                 future.set_exception(self.broken)
                 continue
-            for message, category in caught:
-                warnings.warn(message, category, stacklevel=1)
+            self.caught.extend(caught)
             if status == "ok":
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    def rewarn(self) -> None:
+        """Raise here, in the caller's thread, the warnings the workers raised so far."""
+        caught, self.caught = self.caught, []
+        for message, category in caught:
+            warnings.warn(message, category, stacklevel=2)
 
     def shutdown(self) -> None:
         """Cancel what has not started and stop the workers (one still busy is killed)."""

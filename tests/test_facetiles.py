@@ -206,3 +206,29 @@ def test_stopping_workers_cancels_queued_tiles_and_ends_every_process():
     assert first.done()
     assert all(p.poll() is not None for p in pool.procs)
     assert not any(t.is_alive() for t in pool.threads)
+
+
+def test_a_worker_sends_its_warnings_back_and_the_caller_raises_them(monkeypatch):
+    def warns(x):
+        import warnings
+
+        warnings.warn("invalid value encountered", RuntimeWarning, stacklevel=1)
+        return x + 1
+
+    monkeypatch.setitem(facetiles._TASKS, "warns", warns)
+    data = pickle.dumps(("warns", (41,)))
+    out = io.BytesIO()
+    serve(io.BytesIO(len(data).to_bytes(8, "little") + data), out)
+    out.seek(0)
+    status, value, caught = pickle.loads(facetiles._receive(out))
+    assert (status, value) == ("ok", 42)
+    assert caught == [("invalid value encountered", RuntimeWarning)]
+    # what a worker sent is raised in the thread that collects the results
+    pool = Workers(1)
+    try:
+        pool.caught.extend(caught)
+        with pytest.warns(RuntimeWarning, match="invalid value"):
+            pool.rewarn()
+        assert pool.caught == []
+    finally:
+        pool.shutdown()
