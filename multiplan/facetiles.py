@@ -24,6 +24,7 @@ imports only numpy and shapely: it is what a worker process loads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import pickle
@@ -137,12 +138,6 @@ def tile_boxes(bounds: Box, n_lines: int, tiles: int | None = None) -> list[Box]
     ]
 
 
-def _resolved(value: Any) -> Future[Any]:
-    done: Future[Any] = Future()
-    done.set_result(value)
-    return done
-
-
 @dataclass
 class FaceNoding:
     """Faces being noded: the tiles' work started, :meth:`faces` to wait for them.
@@ -226,7 +221,7 @@ def start_noding(
     """
     lines = np.asarray(lines, dtype=object)
     if not len(lines):
-        return FaceNoding(lines, [(0.0, 0.0, 0.0, 0.0)], [], [_resolved(lines[:0])])
+        return FaceNoding(lines, [(0.0, 0.0, 0.0, 0.0)], [], [_Lazy(node_lines, lines)])
     boxes = tile_boxes(tuple(shapely.total_bounds(lines)), len(lines), tiles)
     if len(boxes) == 1:  # one pass, here: nothing to share
         return FaceNoding(lines, boxes, [], [_Lazy(node_lines, lines)])
@@ -235,25 +230,21 @@ def start_noding(
         np.sort(tree.query(shapely.box(*b), predicate="dwithin", distance=MARGIN_M))
         for b in boxes
     ]
-    if client is not None:
-        wkb = shapely.to_wkb(lines)
-        futures = [
-            client.submit(tile_faces_wkb, wkb[p], b, pure=False)
-            for p, b in zip(picks, boxes, strict=True)
-        ]
-        return FaceNoding(lines, boxes, picks, futures)
-    if workers <= 1:
+    if client is None and workers <= 1:
         return FaceNoding(
             lines,
             boxes,
             picks,
             [_Lazy(tile_faces, lines[p], b) for p, b in zip(picks, boxes, strict=True)],
         )
-    pool = Workers(min(workers, len(boxes)))
+    # elsewhere: the tiles travel as WKB
+    pool = None if client is not None else Workers(min(workers, len(boxes)))
+    submit = (
+        functools.partial(client.submit, pure=False) if pool is None else pool.submit
+    )
     wkb = shapely.to_wkb(lines)
     futures = [
-        pool.submit(tile_faces_wkb, wkb[p], b)
-        for p, b in zip(picks, boxes, strict=True)
+        submit(tile_faces_wkb, wkb[p], b) for p, b in zip(picks, boxes, strict=True)
     ]
     return FaceNoding(lines, boxes, picks, futures, pool)
 

@@ -97,16 +97,21 @@ def covering_pairs(
     return fi[order].astype(np.intp), gi[order].astype(np.intp)
 
 
-def face_lines(
-    polygon_sets: Sequence[np.ndarray], boundary: shapely.Geometry | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the polygons (empties dropped) and the lines to node: their boundaries and the boundary's."""
+def _polygons(polygon_sets: Sequence[np.ndarray]) -> np.ndarray:
+    """Return the polygons of every set as one array, empties dropped."""
     geoms = (
         np.concatenate([np.asarray(g, dtype=object) for g in polygon_sets])
         if polygon_sets
         else np.zeros(0, dtype=object)
     )
-    geoms = geoms[~shapely.is_empty(geoms)]
+    return geoms[~shapely.is_empty(geoms)]
+
+
+def face_lines(
+    polygon_sets: Sequence[np.ndarray], boundary: shapely.Geometry | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the polygons (empties dropped) and the lines to node: their boundaries and the boundary's."""
+    geoms = _polygons(polygon_sets)
     if not len(geoms):
         return geoms, np.zeros(0, dtype=object)
     lines = [np.asarray(shapely.boundary(geoms), dtype=object)]
@@ -133,9 +138,11 @@ def node_faces(
     ``workers`` threads find their points and what covers them; the faces are
     the same for any number of workers or tiles.
     """
-    geoms, lines = face_lines(polygon_sets, boundary)
     if started is None:
+        geoms, lines = face_lines(polygon_sets, boundary)
         started = start_noding(lines, workers=workers, client=client, tiles=tiles)
+    else:  # its lines were made when it started
+        geoms = _polygons(polygon_sets)
     with started:
         polys = started.faces()
     if not len(geoms):
