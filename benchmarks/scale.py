@@ -17,7 +17,8 @@ Methods:
 * ``naive``: ``geopandas.read_file`` of the three layers, two
   ``geopandas.overlay(how="intersection")``, the areas, one ``pyogrio`` write;
 * ``check``: ``multiplan check --no-map`` as a planner runs it, the whole process
-  (default tiles: one tile up to 250 000 parcels, so four at scale 4);
+  (default tiles: one tile up to 250 000 parcels, then tiles of about 50 000,
+  so nine at scale 4);
 * ``one``: the same with ``--tile-size 0``, one tile: every piece kept in memory;
 * ``tiled``: the same with tiles of 11.2 km (``--tile-size 11200``: about 25 000
   parcels a tile at every scale; pieces staged on disk tile by tile);

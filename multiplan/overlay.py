@@ -370,6 +370,9 @@ def classify_pairs(
         return Pairs(empty, empty, empty.astype(np.int8))
     query_b = len(b) <= len(a) if prepare == "auto" else prepare == "b"
     query, other = (b, a) if query_b else (a, b)
+    # prepared structures can be larger than the geometry: only those made here
+    # are dropped again, so a caller's own preparation stays
+    fresh = query[~shapely.is_prepared(query)]
     shapely.prepare(query)
     tree = shapely.STRtree(other)
     bq, bo = shapely.bounds(query), shapely.bounds(other)
@@ -389,6 +392,7 @@ def classify_pairs(
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             parts = list(pool.map(work, slices))
+    shapely.destroy_prepared(fresh)
     iq = np.concatenate([p[0] for p in parts])
     io = np.concatenate([p[1] for p in parts])
     kind = np.concatenate([p[2] for p in parts]).astype(np.int8)

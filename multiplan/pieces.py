@@ -84,7 +84,7 @@ def _text_rank(values: np.ndarray) -> np.ndarray:
     """
     null = pd.isna(values)
     live = values[~null]
-    rank = np.full(len(values), -1, dtype=np.int64)
+    rank = np.full(len(values), -1, dtype=np.int32)  # a million pieces' keys: 4 MB each
     if pd.api.types.infer_dtype(live, skipna=False) in ("string", "integer"):
         # values equal as Python objects have equal texts here (no 1 == 1.0 == True):
         # rank the distinct values' texts, not every value's

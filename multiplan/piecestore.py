@@ -22,6 +22,7 @@ import numpy as np
 import shapely
 
 from multiplan.errors import OutputError
+from multiplan.memory import release
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -324,6 +325,8 @@ def write_pieces_gpkg(
                 for f in schema
             ] + [pa.array(wkb, type=pa.binary())]
             yield pa.record_batch(columns, schema=full)
+            del part, wkb, columns
+            release()  # a batch's freed pages: staged pieces are written in bounded memory
 
     epsg = crs.to_epsg()
     old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")

@@ -27,6 +27,7 @@ from multiplan.layers import (
     ensure_layers,
 )
 from multiplan.levels import Levels, build_levels, piece_columns
+from multiplan.memory import release
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.pieces import concat_pieces, sort_pieces
 from multiplan.piecestore import (
@@ -338,13 +339,15 @@ def check(
     pieces: gpd.GeoDataFrame | None = None
     geometries: Geometries
     if len(tiling.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
+        border = border_features(lay, tiling.a_layers, tiling.grid, tiling.points)
+        release()  # the reading's and the border boxes' freed pages
         staged = staged_check(
             project,
             rules,
             lay,
             tiling.frames,
             columns=columns,
-            border=border_features(lay, tiling.a_layers, tiling.grid, tiling.points),
+            border=border,
             levels=levels,
             workers=workers,
             values=(lambda tile: with_values(tile, project, lay)) if revenue else None,

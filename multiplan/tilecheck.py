@@ -26,6 +26,7 @@ import shapely
 
 from multiplan.areas import UnionAreas, add_up, components
 from multiplan.levels import level_names
+from multiplan.memory import release
 from multiplan.pieces import concat_pieces, sort_order, sort_pieces
 from multiplan.piecestore import PieceStore
 from multiplan.summary import (
@@ -243,6 +244,7 @@ def staged_check(
         parts.append(pd.DataFrame(tile.drop(columns=tile.geometry.name)))
         count += 1
         del tile, geoms
+        release()  # the tile's freed pages, before the next tile's threads allocate
     attributes = (
         pd.concat(parts, ignore_index=True)
         if parts
@@ -251,12 +253,16 @@ def staged_check(
         )
     )
     del parts
+    release()  # the tiles' attribute frames' pages
     corner = np.concatenate(corners) if corners else np.zeros((0, 2))
     order = (
         sort_order(attributes, corner, columns)
         if len(attributes)
         else np.zeros(0, dtype=np.int64)
     )
+    del corner, corners
+    release()  # the sort keys' pages
     attributes = attributes.iloc[order].reset_index(drop=True)
+    release()  # the unsorted attributes' pages
     store.seal(order)
     return StagedPieces(attributes, store, sums.finish(attributes, order), count)

@@ -449,3 +449,33 @@ def test_progress_reports_each_stage_with_totals(make):
         (3, 4),
     ]
     assert calls[4] == ("checking", 0, 1, "R1")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_reports_largest_pieces_are_those_of_a_full_sort(seed):
+    from multiplan.report import _largest
+
+    rng = np.random.default_rng(seed)
+    n = 500
+    pieces = pd.DataFrame(
+        {
+            # few distinct areas: many ties at the 20th, broken by rule, then A id
+            "area_m2": rng.integers(0, 30, n).astype(float),
+            "rule_id": pd.Series(rng.choice(["R2", "R1", "R3"], n), dtype=object),
+            "a_id": pd.Series(
+                [f"A{k:03d}" for k in rng.integers(0, 80, n)], dtype=object
+            ),
+            "b_id": pd.Series([f"B{k}" for k in range(n)], dtype=object),
+        }
+    )
+    full = pieces.sort_values(
+        ["area_m2", "rule_id", "a_id"], ascending=[False, True, True], kind="stable"
+    ).head(20)
+    got = _largest(pieces, 20)
+    assert got["b_id"].tolist() == full["b_id"].tolist()
+    few = pieces.head(7)  # fewer pieces than rows shown: all of them, sorted
+    assert _largest(few, 20)["b_id"].tolist() == (
+        few.sort_values(
+            ["area_m2", "rule_id", "a_id"], ascending=[False, True, True], kind="stable"
+        )["b_id"].tolist()
+    )

@@ -298,3 +298,18 @@ def test_covering_index():
         ]
     )
     assert O.covering_index(g, units).tolist() == [0, -1, 1, -1]
+
+
+def test_classify_pairs_drops_only_the_preparation_it_made():
+    # a prepared polygon can hold more memory than the polygon: a check of many
+    # tiles must not keep every B feature it ever tested prepared
+    a = np.array([shapely.box(0, 0, 10, 10), shapely.box(20, 0, 30, 10)])
+    b = np.array([shapely.box(5, 5, 6, 6), shapely.box(25, 5, 40, 6)])
+    kept = shapely.box(8, 8, 9, 9)
+    shapely.prepare(kept)  # the caller's own, e.g. a boundary used again
+    b = np.append(b, kept)
+    pairs = O.classify_pairs(a, b, prepare="b")
+    assert pairs.ia.tolist() == [0, 0, 1]
+    assert pairs.kind.tolist() == [O.A_COVERS_B, O.A_COVERS_B, O.PARTIAL]
+    assert shapely.is_prepared(b).tolist() == [False, False, True]
+    assert not shapely.is_prepared(a).any()

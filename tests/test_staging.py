@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import math
+import sys
 
 import geopandas as gpd
 import numpy as np
@@ -23,7 +25,7 @@ from multiplan.piecestore import (
     write_pieces_gpkg,
 )
 from multiplan.tilecheck import border_features
-from multiplan.tiles import TileGrid
+from multiplan.tiles import TileGrid, representative_points
 
 CRS_4549 = CRS.from_epsg(4549)
 
@@ -138,9 +140,7 @@ def test_border_features_are_those_a_feature_of_another_tile_can_reach(
         layers,  # type: ignore[arg-type]
         ["a"],
         grid,
-        lambda n: np.asarray(
-            shapely.point_on_surface(layers[n].geometry.array), dtype=object
-        ),
+        lambda n: representative_points(layers[n].geometry.array),
     )
     assert border["a"].tolist() == [False, True, False, True]
 
@@ -234,3 +234,24 @@ def test_without_the_border_pieces_tiles_would_count_land_twice(
     )
     assert wrong.attributes.equals(one.attributes)  # the pieces are right...
     assert wrong.totals["all"] > one.totals["all"] + 1.0  # ...their union is not
+
+
+def test_release_gives_freed_pages_back_on_glibc():
+    from multiplan.memory import release
+
+    assert release() is (sys.platform.startswith("linux") and _glibc())
+
+
+def _glibc() -> bool:
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"
+
+
+def test_large_districts_get_tiles_of_about_fifty_thousand_features():
+    from multiplan.tiles import ONE_TILE_FEATURES, default_tile_size
+
+    assert default_tile_size(ONE_TILE_FEATURES, (0, 0, 40_000, 40_000)) == 0.0
+    # 400 000 parcels over 44.8 km: 3 × 3 tiles of about 44 000 (not 2 × 2 of 100 000)
+    size = default_tile_size(400_000, (0, 0, 44_800, 44_800))
+    assert math.ceil(44_800 / size) == 3

@@ -14,7 +14,7 @@ from multiplan.cli import main
 from multiplan.errors import InputError
 from multiplan.project import read_project
 from multiplan.rulecheck import tile_task
-from multiplan.tiles import TileGrid, default_tile_size, plan
+from multiplan.tiles import TileGrid, default_tile_size, plan, representative_points
 
 DATA_FILES = ("conflicts.gpkg", "summary.csv", "by_unit.csv", "units.csv")
 
@@ -167,11 +167,16 @@ def test_unseen_data_gives_the_same_pieces_for_every_tiling(tmp_path, seed):
 
 
 def test_tiles_cover_every_a_feature_once():
-    points = shapely.points(np.array([[0.5, 0.5], [1.5, 0.2], [0.2, 2.5], [2.0, 2.0]]))
+    points = np.array([[0.5, 0.5], [1.5, 0.2], [0.2, 2.5], [2.0, 2.0]])
     grid = TileGrid(0.0, 0.0, 1.0)
     keys = grid.keys(points)
     assert len(set(keys.tolist())) == 4
     assert TileGrid().keys(points).tolist() == [0, 0, 0, 0]
+    # an empty geometry's point has no coordinates: it is in no tile
+    geoms = np.array([shapely.box(0.1, 0.1, 0.9, 0.9), shapely.Polygon()])
+    xy = representative_points(geoms)
+    assert np.isnan(xy[1]).all()
+    assert grid.keys(xy).tolist() == [0, -1]
     assert default_tile_size(10, (0, 0, 1, 1)) == 0.0
 
 
