@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 
 from multiplan import tiles
 from multiplan.areas import area_m2, to_mu
@@ -27,7 +26,14 @@ from multiplan.errors import InputError
 from multiplan.io import csv_writer, gpkg_writer
 from multiplan.layers import LayerInput, ensure_layers
 from multiplan.levels import Levels, build_levels, per_level
-from multiplan.noding import Faces, cover, covering_pairs, node_faces, reading_order
+from multiplan.noding import (
+    Faces,
+    cover,
+    covering_pairs,
+    node_faces,
+    reading_order,
+    study_boundary,
+)
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.overlay import default_workers
 from multiplan.progress import Progress, no_progress
@@ -313,11 +319,7 @@ def edition_faces(
     The faces are noded on ``workers`` processes, or as tasks of a dask ``client``.
     """
     workers = default_workers() if workers is None else max(1, int(workers))
-    boundary = None
-    if project.boundary and project.boundary in layers:
-        boundary = shapely.union_all(
-            np.asarray(layers[project.boundary].geometry.array, dtype=object)
-        )
+    boundary = study_boundary(project, layers)
     a = np.asarray(layers[old].geometry.array, dtype=object)
     b = np.asarray(layers[new].geometry.array, dtype=object)
     sets = [a, b]

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from multiplan.layers import Layers
+    from multiplan.specs import Project
+
 CLEARANCE_M = 0.05
 """A face whose interior point lies closer than this to its own boundary is attributed by area."""
 
@@ -95,6 +98,15 @@ def covering_pairs(
         fi, gi = np.concatenate([fi, di[keep]]), np.concatenate([gi, dj[keep]])
     order = np.lexsort((gi, fi))
     return fi[order].astype(np.intp), gi[order].astype(np.intp)
+
+
+def study_boundary(project: Project, layers: Layers) -> shapely.Geometry | None:
+    """Return the union of the study boundary's polygons, or ``None`` without one."""
+    if not project.boundary or project.boundary not in layers:
+        return None
+    return shapely.union_all(
+        np.asarray(layers[project.boundary].geometry.array, dtype=object)
+    )
 
 
 def _polygons(polygon_sets: Sequence[np.ndarray]) -> np.ndarray:

@@ -45,6 +45,7 @@ from multiplan.noding import (
     node_faces,
     reading_order,
     runs,
+    study_boundary,
 )
 from multiplan.outputs import OutputFolder, write_set
 from multiplan.overlay import default_workers
@@ -247,7 +248,7 @@ def fuse(
         if cluster is not None:
             client = stack.enter_context(tiles.dask_client(cluster, workers))
         # the faces are noded on other processes while the rules run here
-        polygons, boundary = fusion_inputs(project, lay)
+        _, polygons, boundary = fusion_inputs(project, lay)
         started = stack.enter_context(
             start_noding(
                 face_lines(polygons, boundary)[1], workers=workers, client=client
@@ -277,16 +278,11 @@ def fuse(
 
 def fusion_inputs(
     project: Project, layers: Layers
-) -> tuple[list[np.ndarray], shapely.Geometry | None]:
-    """Return the fused polygon layers' geometries and the boundary (or ``None``)."""
-    boundary = None
-    if project.boundary and project.boundary in layers:
-        boundary = shapely.union_all(
-            np.asarray(layers[project.boundary].geometry.array, dtype=object)
-        )
+) -> tuple[list[str], list[np.ndarray], shapely.Geometry | None]:
+    """Return the fused polygon layers' names and geometries, and the boundary (or ``None``)."""
     fused = [n for n in project.fusion.layers if layers.layer(n).family == "polygon"]
     polygons = [np.asarray(layers[n].geometry.array, dtype=object) for n in fused]
-    return polygons, boundary
+    return fused, polygons, study_boundary(project, layers)
 
 
 def fuse_layers(
@@ -306,8 +302,7 @@ def fuse_layers(
     """
     spec = project.fusion
     workers = default_workers() if workers is None else max(1, int(workers))
-    polygons, boundary = fusion_inputs(project, layers)
-    fused = [n for n in spec.layers if layers.layer(n).family == "polygon"]
+    fused, polygons, boundary = fusion_inputs(project, layers)
     nodes = node_faces(polygons, boundary, workers=workers, started=started)
     faces, pts = nodes.geoms, nodes.points
     data: dict[str, Any] = {}

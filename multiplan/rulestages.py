@@ -19,6 +19,7 @@ import shapely
 from multiplan import overlay, tiles
 from multiplan.areas import area_m2, to_mu
 from multiplan.layers import CLASS_COL
+from multiplan.noding import study_boundary
 from multiplan.rules import select
 
 if TYPE_CHECKING:
@@ -53,9 +54,8 @@ class RuleContext:
         self._trees: dict[tuple[Any, ...], shapely.STRtree] = {}
         self._ids: dict[str, np.ndarray] = {}
         self._classes: dict[str, np.ndarray] = {}
-        self.boundary: shapely.Geometry | None = None
-        if project.boundary and project.boundary in layers:
-            self.boundary = shapely.union_all(_geoms(layers[project.boundary]))
+        self.boundary = study_boundary(project, layers)
+        if self.boundary is not None:
             shapely.prepare(self.boundary)
         self.levels = levels
         self.unit_geoms: np.ndarray | None = None

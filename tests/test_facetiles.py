@@ -89,7 +89,7 @@ def test_a_face_enclosed_by_polygons_beyond_the_tile_is_found():
 def test_demo_faces_are_the_same_for_every_tiling():
     project = multiplan.read_project(DEMO)
     layers = multiplan.read_layers(project, [*project.fusion.layers, project.boundary])
-    polygons, boundary = fusion_inputs(project, layers)
+    _, polygons, boundary = fusion_inputs(project, layers)
     one = node_faces(polygons, boundary, tiles=1)
     many = node_faces(polygons, boundary, tiles=6, workers=2)
     # in reading order, as fuse and diff write them
