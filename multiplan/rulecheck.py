@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +41,7 @@ from multiplan.record import input_files, run_record
 from multiplan.ruleinputs import check_layers_for_rules, layers_needed
 from multiplan.rules import SEVERITY_RANK, Rule, read_rules
 from multiplan.rulestages import RuleContext
-from multiplan.summary import Summaries, layer_cleans, summarise
+from multiplan.summary import summarise
 from multiplan.tilecheck import border_features, staged_check
 from multiplan.values import piece_values
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
@@ -324,32 +323,52 @@ def check(
             path=project.path,
             hint="Run check(project, cluster=...) without layers=, or without cluster=",
         )
-    # the layers' coverage checks (for the summaries) run beside the overlay,
-    # on the cores its serial stretches leave idle
-    side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="multiplan-cleans")
-    cleans = side.submit(
-        layer_cleans,
+    t = time.perf_counter()
+    tiling = start_tiles(
+        project,
+        rules,
         lay,
-        [r.a.layer for r in rules] + [r.b.layer for r in rules],
-        workers,
+        workers=workers,
+        levels=levels,
+        tile_size=tile_size,
+        cluster=cluster,
+        progress=progress,
     )
-    try:
-        sums, attributes, geometries, pieces, rule_times, n_tiles = (
-            _pieces_and_summaries(
-                project,
-                rules,
-                lay,
-                levels,
-                cleans.result,
-                workers=workers,
-                tile_size=tile_size,
-                cluster=cluster,
-                progress=progress,
-                timings=timings,
-            )
+    revenue = project.yield_ is not None and project.yield_.revenue is not None
+    columns = piece_columns(levels)
+    pieces: gpd.GeoDataFrame | None = None
+    geometries: Geometries
+    if len(tiling.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
+        border = border_features(lay, tiling.a_layers, tiling.grid, tiling.points)
+        release()  # the reading's and the border boxes' freed pages
+        staged = staged_check(
+            project,
+            rules,
+            lay,
+            tiling.frames,
+            columns=columns,
+            border=border,
+            levels=levels,
+            workers=workers,
+            values=(lambda tile: with_values(tile, project, lay)) if revenue else None,
         )
-    finally:
-        side.shutdown(wait=False, cancel_futures=True)
+        attributes, geometries = staged.attributes, staged.store
+        sums = staged.summaries
+        timings["overlay"] = sum(tiling.rule_times.values())
+        timings["summarise"] = time.perf_counter() - t - timings["overlay"]
+    else:
+        pieces = gather_pieces(tiling.frames, project.crs, columns)
+        timings["overlay"] = time.perf_counter() - t
+        if revenue:
+            t = time.perf_counter()
+            pieces = with_values(pieces, project, lay)
+            timings["yield"] = time.perf_counter() - t
+        t = time.perf_counter()
+        progress("summary", 0, 1, "summary")
+        sums = summarise(pieces, rules, project, lay, workers=workers, levels=levels)
+        timings["summarise"] = time.perf_counter() - t
+        attributes = pd.DataFrame(pieces.drop(columns=pieces.geometry.name))
+        geometries = MemoryGeometries(np.asarray(pieces.geometry.array, dtype=object))
     yields = None
     if project.yield_ is not None:
         t = time.perf_counter()
@@ -370,8 +389,8 @@ def check(
             "cluster": cluster,
         },
         timings=timings,
-        rule_times=rule_times,
-        counts={"tiles": n_tiles, "snapped_unions": sums.snapped},
+        rule_times=tiling.rule_times,
+        counts={"tiles": len(tiling.keys), "snapped_unions": sums.snapped},
     )
     logger.info(
         "check done: %d rules, %d pieces in %.2f s",
@@ -395,83 +414,6 @@ def check(
     if pieces is not None:
         result.__dict__["pieces"] = pieces  # the frame at hand, not a second one
     return result
-
-
-def _pieces_and_summaries(
-    project: Project,
-    rules: Sequence[Rule],
-    lay: Layers,
-    levels: Levels | None,
-    cleans: Callable[[], Mapping[str, np.ndarray]],
-    *,
-    workers: int,
-    tile_size: float | None,
-    cluster: str | None,
-    progress: Progress,
-    timings: dict[str, float],
-) -> tuple[
-    Summaries, pd.DataFrame, Geometries, gpd.GeoDataFrame | None, dict[str, float], int
-]:
-    """Run the tiles and summarise their pieces (in memory for one tile, staged for many).
-
-    ``cleans()`` gives the layers' coverage checks (:func:`multiplan.summary.layer_cleans`)
-    when the summaries need them. Returns the summaries, the pieces' attributes and
-    geometries, the pieces' frame when one tile kept it whole, each rule's seconds
-    and the number of tiles.
-    """
-    t = time.perf_counter()
-    tiling = start_tiles(
-        project,
-        rules,
-        lay,
-        workers=workers,
-        levels=levels,
-        tile_size=tile_size,
-        cluster=cluster,
-        progress=progress,
-    )
-    revenue = project.yield_ is not None and project.yield_.revenue is not None
-    columns = piece_columns(levels)
-    if len(tiling.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
-        border = border_features(lay, tiling.a_layers, tiling.grid, tiling.points)
-        release()  # the reading's and the border boxes' freed pages
-        staged = staged_check(
-            project,
-            rules,
-            lay,
-            tiling.frames,
-            columns=columns,
-            border=border,
-            levels=levels,
-            workers=workers,
-            values=(lambda tile: with_values(tile, project, lay)) if revenue else None,
-            cleans=cleans,
-        )
-        timings["overlay"] = sum(tiling.rule_times.values())
-        timings["summarise"] = time.perf_counter() - t - timings["overlay"]
-        return (
-            staged.summaries,
-            staged.attributes,
-            staged.store,
-            None,
-            tiling.rule_times,
-            len(tiling.keys),
-        )
-    pieces = gather_pieces(tiling.frames, project.crs, columns)
-    timings["overlay"] = time.perf_counter() - t
-    if revenue:
-        t = time.perf_counter()
-        pieces = with_values(pieces, project, lay)
-        timings["yield"] = time.perf_counter() - t
-    t = time.perf_counter()
-    progress("summary", 0, 1, "summary")
-    sums = summarise(
-        pieces, rules, project, lay, workers=workers, levels=levels, cleans=cleans()
-    )
-    timings["summarise"] = time.perf_counter() - t
-    attributes = pd.DataFrame(pieces.drop(columns=pieces.geometry.name))
-    geometries = MemoryGeometries(np.asarray(pieces.geometry.array, dtype=object))
-    return sums, attributes, geometries, pieces, tiling.rule_times, 1
 
 
 def with_values(

@@ -52,7 +52,6 @@ def summarise(
     *,
     workers: int = 1,
     levels: Levels | None = None,
-    cleans: Mapping[str, np.ndarray] | None = None,
 ) -> Summaries:
     """Return the summary tables of a check's pieces.
 
@@ -73,16 +72,11 @@ def summarise(
         The levels of units (built from the project when not given). With
         several, ``by_unit`` and ``units`` have a first column ``level`` and a
         block of rows per level (SPEC §14).
-    cleans
-        Per layer, which features overlap no other feature of it
-        (:func:`layer_cleans`), when already known.
     """
     names = level_names(project)
     if levels is None and names and all(n in layers for n in project.units):
         levels = build_levels(project, layers)
-    unions = piece_unions(
-        pieces, project, workers=workers, layers=layers, rules=rules, cleans=cleans
-    )
+    unions = piece_unions(pieces, project, workers=workers, layers=layers, rules=rules)
     keys = summary_keys(pieces, unit_columns(levels, names))
     areas = {name: unions.by(k) for name, k in keys.items()}
     return summary_tables(pieces, rules, project, areas, levels, unions.snapped)

@@ -104,7 +104,6 @@ class TileSummaries:
         border: Mapping[str, np.ndarray],
         *,
         workers: int = 1,
-        cleans: Callable[[], Mapping[str, np.ndarray]] | None = None,
     ) -> None:
         self.project = project
         self.rules = rules
@@ -113,12 +112,8 @@ class TileSummaries:
         self.border = border
         self.workers = workers
         self.unit_cols = unit_columns(levels, level_names(project))
-        self.cleans = (
-            cleans()
-            if cleans is not None
-            else layer_cleans(
-                layers, [r.a.layer for r in rules] + [r.b.layer for r in rules], workers
-            )
+        self.cleans = layer_cleans(
+            layers, [r.a.layer for r in rules] + [r.b.layer for r in rules], workers
         )
         self._contrib: dict[str, list[np.ndarray]] = {}
         self._kept: list[np.ndarray] = []
@@ -218,7 +213,6 @@ def staged_check(
     levels: Levels | None,
     workers: int = 1,
     values: Callable[[gpd.GeoDataFrame], gpd.GeoDataFrame] | None = None,
-    cleans: Callable[[], Mapping[str, np.ndarray]] | None = None,
 ) -> StagedPieces:
     """Run the tiles one after another, staging each tile's geometries and summarising it.
 
@@ -232,14 +226,9 @@ def staged_check(
         Per A layer, its features near another tile (:func:`border_features`).
     values
         Adds ``value_yuan`` to a tile's pieces (land yield), or ``None``.
-    cleans
-        Gives the layers' coverage checks (:func:`multiplan.summary.layer_cleans`),
-        when they are computed elsewhere (``None``: computed here).
     """
     store = PieceStore()
-    sums = TileSummaries(
-        project, rules, layers, levels, border, workers=workers, cleans=cleans
-    )
+    sums = TileSummaries(project, rules, layers, levels, border, workers=workers)
     parts: list[pd.DataFrame] = []
     corners: list[np.ndarray] = []
     count = 0

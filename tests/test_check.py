@@ -479,30 +479,3 @@ def test_the_reports_largest_pieces_are_those_of_a_full_sort(seed):
             ["area_m2", "rule_id", "a_id"], ascending=[False, True, True], kind="stable"
         )["b_id"].tolist()
     )
-
-
-@pytest.mark.parametrize("tile_size", [0, 150])
-def test_each_layers_coverage_check_runs_once(make, monkeypatch, tile_size):
-    # the summaries' coverage checks run once per layer (beside the overlay),
-    # and the tiled summaries take them rather than checking again
-    import multiplan.summary
-
-    seen = []
-    real = multiplan.summary.clean_features
-
-    def counted(frame):
-        seen.append(len(frame))
-        return real(frame)
-
-    monkeypatch.setattr(multiplan.summary, "clean_features", counted)
-    project = make(
-        [
-            RES_IN_ZONE,
-            {"id": "O1", "title": "x", "a": {"layer": "plan"}, "b": {"layer": "plan"}},
-        ]
-    )
-    result = multiplan.check(project, tile_size=tile_size)
-    tiles = result.run["counts"]["tiles"]
-    assert tiles == 1 if tile_size == 0 else tiles > 1
-    assert len(seen) == 2  # plan and zone, each once
-    assert len(result.pieces) > 0
