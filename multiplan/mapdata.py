@@ -70,8 +70,10 @@ def display_geoms(
     g = np.asarray(geoms, dtype=object)
     if tolerance_m > 0:
         g = shapely.simplify(g, tolerance_m, preserve_topology=True)
-    g = crs_mod.transform_geometries(
-        g, crs_mod.make_transformer(project.working_crs, crs_mod.parse_crs("EPSG:4326"))
+    g = crs_mod.transform_geometries(  # the transformer lon/lat layers were read with
+        g,
+        crs_mod.transformer(crs_mod.parse_crs("EPSG:4326"), project.working_crs),
+        inverse=True,
     )
     if gcj02:
         g = shapely.transform(g, crs_mod.wgs84_to_gcj02)

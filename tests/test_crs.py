@@ -166,3 +166,18 @@ def test_gcj02_round_trip_to_a_millimetre():
     p = np.column_stack([rng.uniform(119.1, 120.3, 200), rng.uniform(31.1, 32.1, 200)])
     back = C.gcj02_to_wgs84(C.wgs84_to_gcj02(p))
     assert np.abs(back - p).max() < 1e-8  # ~1 mm
+
+
+def test_window_runs_the_datas_transformer_backwards():
+    # a window in a lon/lat source and the data read from it share one transformer:
+    # PROJ's search for the WGS 84 -> CGCS2000 operation costs about 0.1 s a direction
+    crs_mod = C
+    working, source = CRS.from_epsg(4549), CRS.from_epsg(4326)
+    crs_mod._transformer.cache_clear()
+    near = (495568.0, 3531178.0, 495768.0, 3531378.0)
+    got = crs_mod.window(near, working, source, pad=10.0)
+    crs_mod.transformer(source, working)  # what reading the layer asks for
+    assert crs_mod._transformer.cache_info().currsize == 1
+    back = Transformer.from_crs(working, source, always_xy=True)
+    xs, ys = back.transform([near[0] - 10, near[2] + 10], [near[1] - 10, near[3] + 10])
+    assert np.allclose(got, (xs[0], ys[0], xs[1], ys[1]), atol=1e-6)
