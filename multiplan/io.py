@@ -226,6 +226,8 @@ def read_vector(
             layer=spec.name,
             hint="multiplan needs a spatial layer; for a plain table use [yield] table",
         )
+    if bbox is not None:  # a spatial index answers in its own order: the source's
+        frame = frame.sort_index(kind="stable")
     driver = str(info.get("driver") or "")
     crs = CRS.from_user_input(frame.crs) if frame.crs is not None else None
     return VectorSource(

@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,7 @@ from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files, run_record
 from multiplan.ruleinputs import check_layers_for_rules, layers_needed
 from multiplan.rules import SEVERITY_RANK, Rule, read_rules
-from multiplan.rulestages import RuleContext
+from multiplan.rulestages import RuleContext, tile_layers
 from multiplan.summary import summarise
 from multiplan.tilecheck import border_features, staged_check
 from multiplan.values import piece_values
@@ -503,23 +503,17 @@ def start_tiles(
     shared context, or with ``cluster`` as dask tasks.
     """
     a_layers = [r.a.layer for r in rules]
-    ctx = RuleContext(project, layers, workers, levels) if cluster is None else None
-    points = (
-        ctx.points
-        if ctx is not None
-        else functools.cache(
-            lambda n: tiles.representative_points(
-                np.asarray(layers[n].geometry.array, dtype=object)
-            )
-        )
-    )
+    ctx = RuleContext(project, layers, workers, levels)
+    points = ctx.points
     grid, keys = tiles.plan(layers, a_layers, tile_size, points)
     if len(keys) > 1:
         logger.info("checking %d tiles of %g m", len(keys), grid.size)
     rule_times = dict.fromkeys((r.id for r in rules), 0.0)
-    if ctx is None:
-        assert cluster is not None
-        frames = _cluster_pieces(project, rules, grid, keys, cluster, workers, progress)
+    if cluster is not None:
+        sides = {r.id: ctx.side(r) for r in rules}
+        frames = _cluster_pieces(
+            project, rules, grid, keys, cluster, workers, progress, sides
+        )
     else:
         frames = _local_pieces(ctx, rules, grid, keys, progress, rule_times)
     return Tiling(grid, keys, a_layers, points, frames, rule_times)
@@ -560,12 +554,19 @@ def _cluster_pieces(
     address: str,
     workers: int,
     progress: Progress,
+    sides: Mapping[str, Literal["a", "b"]],
 ) -> Iterator[list[pd.DataFrame]]:
-    """Run the tiles as dask tasks and yield their pieces in order; each worker reads the inputs itself."""
+    """Run the tiles as dask tasks and yield their pieces in order.
+
+    Each worker reads what its tile needs itself; ``sides`` are the rules'
+    prepared sides, chosen from the whole layers.
+    """
     only = [r.id for r in rules]
     with tiles.dask_client(address, workers) as client:
         futures = [
-            client.submit(tile_task, str(project.path), only, grid, key, pure=False)
+            client.submit(
+                tile_task, str(project.path), only, grid, key, sides, pure=False
+            )
             for key in keys
         ]
         for k, future in enumerate(futures):
@@ -582,12 +583,19 @@ def _cluster_pieces(
 
 
 def tile_task(
-    manifest: str, only: list[str], grid: tiles.TileGrid, key: int
+    manifest: str,
+    only: list[str],
+    grid: tiles.TileGrid,
+    key: int,
+    sides: Mapping[str, Literal["a", "b"]] | None = None,
 ) -> list[pd.DataFrame]:
     """Compute one tile's pieces on a dask worker, reading the inputs from their paths.
 
-    The project, its layers and the caches of the run stay in the worker process
-    for the next tile of the same check.
+    The worker reads only what the tile needs (:func:`multiplan.rulestages.tile_layers`):
+    its A features and the B features near them. The layers read whole — the
+    boundary and the units — and the rules stay in the worker process for the
+    next tile of the same check. ``sides`` gives each rule's prepared side, chosen
+    from the whole layers (:meth:`RuleContext.side`).
     """
     from multiplan.project import read_project
 
@@ -600,8 +608,11 @@ def tile_task(
     if ck not in cache:
         cache.clear()
         rules = read_rules(project, only=only)
-        lay = ensure_layers(project, layers_needed(project, rules), None)
-        levels = build_levels(project, lay) if rules else None
-        cache[ck] = (rules, RuleContext(project, lay, 1, levels))
-    rules, ctx = cache[ck]
+        whole = [n for n in (project.boundary, *project.units) if n]
+        fixed = ensure_layers(project, whole if rules else [], None)
+        levels = build_levels(project, fixed) if rules else None
+        cache[ck] = (rules, fixed, levels)
+    rules, fixed, levels = cache[ck]
+    lay = tile_layers(project, rules, fixed, grid, key)
+    ctx = RuleContext(project, lay, 1, levels, sides)
     return [ctx.rule_pieces(rule, grid, key) for rule in rules]

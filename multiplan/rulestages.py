@@ -18,11 +18,13 @@ import shapely
 
 from multiplan import overlay, tiles
 from multiplan.areas import area_m2, to_mu
-from multiplan.layers import CLASS_COL
+from multiplan.layers import CLASS_COL, ensure_layers, read_layer
 from multiplan.noding import study_boundary
 from multiplan.rules import select
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     import geopandas as gpd
 
     from multiplan.layers import Layers
@@ -39,9 +41,15 @@ class RuleContext:
     """
 
     def __init__(
-        self, project: Project, layers: Layers, workers: int, levels: Levels | None
+        self,
+        project: Project,
+        layers: Layers,
+        workers: int,
+        levels: Levels | None,
+        sides: Mapping[str, Literal["a", "b"]] | None = None,
     ) -> None:
         self.project = project
+        self.sides = dict(sides or {})
         self.layers = layers
         self.taxonomy = project.taxonomy
         self.workers = workers
@@ -195,6 +203,17 @@ class RuleContext:
             rule, a_pos[keep], b_pos, unit_idx[keep], area[keep], geoms[keep]
         )
 
+    def side(self, rule: Rule) -> Literal["a", "b"]:
+        """Return the side of a rule whose geometries are prepared: the one with fewer features.
+
+        Chosen from the whole selections, so that a pair is tested the same way in
+        every tile; a tile that read only the features near it is given the sides
+        (``sides=``) by the run that read the layers whole.
+        """
+        n_a = len(self.selection(rule.a, rule, "a"))
+        n_b = len(self.selection(rule.b, rule, "b"))
+        return "b" if n_b <= n_a else "a"
+
     def overlay(
         self, rule: Rule, a_keep: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -208,7 +227,7 @@ class RuleContext:
         a = self.geoms(rule.a)
         b = self.geoms(rule.b, rule.distance)
         # the side the whole rule would prepare, in every tile alike
-        side: Literal["a", "b"] = "b" if len(b) <= len(a) else "a"
+        side = self.sides.get(rule.id) or self.side(rule)
         if a_keep is not None:
             a_sel = np.flatnonzero(a_keep)
             b_sel = self.near(rule.b, rule.distance, a[a_sel])
@@ -293,3 +312,69 @@ def _repeat(value: object, n: int) -> np.ndarray:
 
 def _geoms(frame: gpd.GeoDataFrame) -> np.ndarray:
     return np.asarray(frame.geometry.array, dtype=object)
+
+
+_TILE_PAD = 1.0
+"""Metres added around a tile and around the boxes read near it (a point on a tile's edge)."""
+
+
+def tile_layers(
+    project: Project,
+    rules: Sequence[Rule],
+    fixed: Layers,
+    grid: tiles.TileGrid,
+    key: int,
+) -> Layers:
+    """Read what one tile of a check needs: its A features, and the B features near them.
+
+    The A layers are read near the tile's square; each rule's B layer near the box
+    of the tile's A features grown by the rule's distance (a layer's own buffer is
+    added by :func:`multiplan.layers.read_layer`), through the source's spatial
+    index where it has one. ``fixed`` holds layers read whole (the boundary, the
+    units), used as they are. Every A feature whose representative point lies in
+    the tile, and every B feature whose box meets one of theirs, is read, with the
+    ids of the whole layer, so the tile's pieces are those it has when the layers
+    are read whole. With one tile (``grid.size == 0``) every layer is read whole.
+    """
+    names = list(dict.fromkeys(n for r in rules for n in (r.a.layer, r.b.layer)))
+    if grid.size <= 0:
+        return ensure_layers(project, names, fixed)
+    square = grid.box(key, pad=_TILE_PAD)
+    a_names = [n for n in dict.fromkeys(r.a.layer for r in rules) if n not in fixed]
+    first = ensure_layers(project, a_names, fixed, near=square)
+    ctx = RuleContext(project, first, 1, None)
+    boxes: dict[str, list[tuple[float, float, float, float]]] = {
+        n: [square] for n in a_names
+    }
+    for rule in rules:
+        if rule.b.layer in fixed:
+            continue
+        found = boxes.setdefault(rule.b.layer, [])
+        mine = ctx.tile_of(rule.a, grid) == key
+        if not mine.any():
+            continue
+        b = shapely.total_bounds(ctx.geoms(rule.a)[mine])
+        if not np.isnan(b).any():
+            d = rule.distance + _TILE_PAD
+            found.append((b[0] - d, b[1] - d, b[2] + d, b[3] + d))
+    out = {}
+    for name, found in boxes.items():
+        box = _box_union(found or [square])
+        out[name] = (
+            first.layer(name)
+            if name in a_names and box == square
+            else read_layer(project.layers[name], project, near=box)
+        )
+    return fixed.with_layers(out)
+
+
+def _box_union(
+    boxes: Sequence[tuple[float, float, float, float]],
+) -> tuple[float, float, float, float]:
+    b = np.asarray(boxes, dtype=float)
+    return (
+        float(b[:, 0].min()),
+        float(b[:, 1].min()),
+        float(b[:, 2].max()),
+        float(b[:, 3].max()),
+    )

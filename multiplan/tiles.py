@@ -65,6 +65,21 @@ class TileGrid:
         row = np.floor((xy[:, 1] - self.y0) / self.size).astype(np.int64)
         return np.where(missing, -1, col * 1_000_000 + row)
 
+    def box(self, key: int, pad: float = 0.0) -> tuple[float, float, float, float]:
+        """Return the square of tile ``key`` (as :meth:`keys` numbers them), grown by ``pad``.
+
+        Examples
+        --------
+        >>> grid = TileGrid(100.0, 200.0, 50.0)
+        >>> key = int(grid.keys(np.array([[180.0, 210.0]]))[0])
+        >>> grid.box(key)
+        (150.0, 200.0, 200.0, 250.0)
+        """
+        col, row = divmod(int(key), 1_000_000)
+        x = self.x0 + col * self.size
+        y = self.y0 + row * self.size
+        return (x - pad, y - pad, x + self.size + pad, y + self.size + pad)
+
 
 def representative_points(geoms: np.ndarray) -> np.ndarray:
     """Return each geometry's representative point (inside it) as x, y rows; NaN for empty.

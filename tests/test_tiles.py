@@ -273,3 +273,82 @@ def test_diff_with_an_unreachable_scheduler_is_exit_2(tmp_path):
     assert r.exit_code == 2, r.output
     assert "cannot reach the dask scheduler at tcp://127.0.0.1:9" in r.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("seed", "tile_size"), [(3, 1300), (4, 2900)])
+def test_a_worker_reads_only_its_tile_and_makes_the_same_pieces(
+    tmp_path, seed, tile_size
+):
+    """A dask task reads its A features and the B features near them, not whole layers."""
+    from multiplan.levels import build_levels, piece_columns
+    from multiplan.rulecheck import find_pieces, gather_pieces
+    from multiplan.rules import read_rules
+    from multiplan.rulestages import RuleContext, tile_layers
+    from multiplan.tiles import worker_cache
+
+    project = _random_project(tmp_path, seed)
+    layers = multiplan.read_layers(project)
+    rules = read_rules(project)
+    levels = build_levels(project, layers)
+    base, _ = find_pieces(project, rules, layers, workers=1, tile_size=0)
+    whole = RuleContext(project, layers, 1, levels)
+    sides = {r.id: whole.side(r) for r in rules}
+    grid, keys = plan(layers, ["a", "b"], tile_size, whole.points)
+    assert len(keys) > 2
+    fixed = multiplan.read_layers(project, ["u"])
+    own = 0
+    for key in keys:
+        lay = tile_layers(project, rules, fixed, grid, key)
+        for name in ("a", "b"):  # a part of each plan, with the whole layer's ids
+            assert len(lay[name]) < len(layers[name])
+            assert set(lay[name].index) <= set(layers[name].index)
+        own += int((grid.keys(whole.points("a")) == key).sum())
+    assert own == len(layers["a"])
+    worker_cache().clear()
+    frames = [
+        tile_task(str(project.path), [r.id for r in rules], grid, key, sides)
+        for key in keys
+    ]
+    got = gather_pieces(frames, project.crs, piece_columns(levels))
+    assert len(got) == len(base)
+    cols = [c for c in base.columns if c != "geometry"]
+    assert got[cols].equals(base[cols])
+    assert shapely.equals_exact(
+        got.geometry.to_numpy(), base.geometry.to_numpy(), tolerance=0
+    ).all()
+
+
+def test_a_tile_reads_the_b_features_within_the_rules_distance(tmp_path):
+    # the zone lies 40 m from the first plot's box: only the rule's distance (50 m)
+    # brings it into the box the tile reads near
+    plots = [
+        shapely.box(X0, Y0, X0 + 100, Y0 + 100),
+        shapely.box(X0 + 5000, Y0, X0 + 5100, Y0 + 100),
+    ]
+    gpd.GeoDataFrame({"pid": ["P1", "P2"]}, geometry=plots, crs="EPSG:4549").to_file(
+        tmp_path / "a.gpkg"
+    )
+    zone = shapely.box(X0 - 140, Y0, X0 - 40, Y0 + 100)
+    gpd.GeoDataFrame({"zid": ["Z1"]}, geometry=[zone], crs="EPSG:4549").to_file(
+        tmp_path / "z.gpkg"
+    )
+    (tmp_path / "rules.toml").write_text(
+        '[[rule]]\nid = "N"\ntitle = "近红线"\nrelation = "intersect"\n'
+        'a = { layer = "a" }\nb = { layer = "z" }\ndistance = 50\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "p.toml").write_text(
+        '[project]\nname = "t"\nrules = ["rules.toml"]\nout = "out"\n'
+        '[layers.a]\npath = "a.gpkg"\nclass = "0701"\nid_field = "pid"\n'
+        '[layers.z]\npath = "z.gpkg"\nclass = "eco_redline"\nid_field = "zid"\n',
+        encoding="utf-8",
+    )
+    project = read_project(tmp_path / "p.toml")
+    layers = multiplan.read_layers(project)
+    grid, keys = plan(layers, ["a"], 1000)
+    assert len(keys) == 2
+    frames = [tile_task(str(project.path), ["N"], grid, key) for key in keys]
+    pieces = [f for tile in frames for f in tile if len(f)]
+    assert len(pieces) == 1
+    assert pieces[0]["a_id"].tolist() == ["P1"]
+    assert pieces[0]["area_m2"].round(6).tolist() == [1000.0]  # 10 m × 100 m
