@@ -226,13 +226,20 @@ def read_vector(
             layer=spec.name,
             hint="multiplan needs a spatial layer; for a plain table use [yield] table",
         )
-    if bbox is not None:  # a spatial index answers in its own order: the source's
-        frame = frame.sort_index(kind="stable")
     driver = str(info.get("driver") or "")
+    if bbox is not None and driver not in _FILE_ORDER_FIDS:
+        # a spatial index answers in its own order; the source's order is that of
+        # its FIDs (a GeoJSON file's FIDs may be its features' "id" members, but
+        # GDAL scans it in file order)
+        frame = frame.sort_index(kind="stable")
     crs = CRS.from_user_input(frame.crs) if frame.crs is not None else None
     return VectorSource(
         frame, crs, driver, encoding or info.get("encoding"), note, layer_name, said
     )
+
+
+_FILE_ORDER_FIDS = frozenset({"GeoJSON", "GeoJSONSeq", "ESRIJSON", "TopoJSON"})
+"""Drivers whose features are read in file order, which their FIDs need not follow."""
 
 
 def source_window(

@@ -352,3 +352,46 @@ def test_a_tile_reads_the_b_features_within_the_rules_distance(tmp_path):
     assert len(pieces) == 1
     assert pieces[0]["a_id"].tolist() == ["P1"]
     assert pieces[0]["area_m2"].round(6).tolist() == [1000.0]  # 10 m × 100 m
+
+
+@pytest.mark.parametrize("driver", ["GPKG", "GeoJSON"])
+def test_features_read_near_a_box_keep_the_sources_order(tmp_path, driver):
+    """A tile's features come in the whole layer's order (a GeoPackage's R-tree answers
+    in its own order; a GeoJSON file's FIDs are its "id" members, out of order here)."""
+    import json
+
+    from multiplan.layers import read_layer
+
+    rng = np.random.default_rng(7)
+    xy = rng.uniform([X0, Y0], [X0 + 3000, Y0 + 3000], size=(400, 2))
+    geoms = shapely.buffer(shapely.points(xy), 20)
+    frame = gpd.GeoDataFrame(
+        {"pid": [f"P{i:03d}" for i in range(len(xy))]}, geometry=geoms, crs="EPSG:4549"
+    )
+    if driver == "GPKG":
+        path = tmp_path / "p.gpkg"
+        frame.to_file(path)
+    else:
+        path = tmp_path / "p.geojson"
+        doc = json.loads(frame.to_json())
+        for i, feat in enumerate(doc["features"]):
+            feat["id"] = int((i * 7919) % 1009)  # integer ids, not in file order
+        doc["crs"] = {"type": "name", "properties": {"name": "EPSG:4549"}}
+        path.write_text(json.dumps(doc), encoding="utf-8")
+    (tmp_path / "p.toml").write_text(
+        f'[project]\nname = "t"\nrules = []\nout = "out"\ncrs = "EPSG:4549"\n'
+        f'[layers.p]\npath = "{path.name}"\nclass = "0701"\nid_field = "pid"\n'
+        f'[layers.q]\npath = "{path.name}"\nclass = "0701"\n',
+        encoding="utf-8",
+    )
+    project = read_project(tmp_path / "p.toml")
+    for name in ("p", "q"):
+        whole = read_layer(project.layers[name], project).frame.index.tolist()
+        near = read_layer(
+            project.layers[name],
+            project,
+            near=(X0 + 500, Y0 + 500, X0 + 2000, Y0 + 2000),
+        ).frame.index.tolist()
+        assert 0 < len(near) < len(whole)
+        rank = {k: i for i, k in enumerate(whole)}
+        assert [rank[k] for k in near] == sorted(rank[k] for k in near), name
