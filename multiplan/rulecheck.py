@@ -38,7 +38,11 @@ from multiplan.piecestore import (
 )
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files, run_record
-from multiplan.ruleinputs import check_layers_for_rules, layers_needed
+from multiplan.ruleinputs import (
+    check_layers_for_rules,
+    context_layers,
+    layers_needed,
+)
 from multiplan.rules import SEVERITY_RANK, Rule, read_rules
 from multiplan.rulestages import RuleContext, tile_layers
 from multiplan.summary import summarise
@@ -608,8 +612,7 @@ def tile_task(
     if ck not in cache:
         cache.clear()
         rules = read_rules(project, only=only)
-        whole = [n for n in (project.boundary, *project.units) if n]
-        fixed = ensure_layers(project, whole if rules else [], None)
+        fixed = ensure_layers(project, context_layers(project) if rules else [], None)
         levels = build_levels(project, fixed) if rules else None
         cache[ck] = (rules, fixed, levels)
     rules, fixed, levels = cache[ck]

@@ -22,10 +22,14 @@ def layers_needed(project: Project, rules: Sequence[Rule]) -> list[str]:
         names[r.a.layer] = None
         names[r.b.layer] = None
     if rules:
-        for extra in (project.boundary, *project.units):
-            if extra:
-                names[extra] = None
+        for extra in context_layers(project):
+            names[extra] = None
     return [n for n in project.layers if n in names]
+
+
+def context_layers(project: Project) -> list[str]:
+    """Return the layers every rule reads beside its own: the boundary and the units."""
+    return [n for n in (project.boundary, *project.units) if n]
 
 
 def check_layers_for_rules(

@@ -43,6 +43,10 @@ class ClusterError(InputError):
     """A dask cluster cannot be reached or started, or dask is not installed."""
 
 
+_ROWS = 1_000_000
+"""A tile's key is its column times this plus its row (:meth:`TileGrid.keys`, :meth:`TileGrid.box`)."""
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """Square tiles of ``size`` metres anchored at ``(x0, y0)``; ``size == 0`` is one tile."""
@@ -63,7 +67,7 @@ class TileGrid:
         xy = np.where(missing[:, None], 0.0, xy)
         col = np.floor((xy[:, 0] - self.x0) / self.size).astype(np.int64)
         row = np.floor((xy[:, 1] - self.y0) / self.size).astype(np.int64)
-        return np.where(missing, -1, col * 1_000_000 + row)
+        return np.where(missing, -1, col * _ROWS + row)
 
     def box(self, key: int, pad: float = 0.0) -> tuple[float, float, float, float]:
         """Return the square of tile ``key`` (as :meth:`keys` numbers them), grown by ``pad``.
@@ -75,7 +79,7 @@ class TileGrid:
         >>> grid.box(key)
         (150.0, 200.0, 200.0, 250.0)
         """
-        col, row = divmod(int(key), 1_000_000)
+        col, row = divmod(int(key), _ROWS)
         x = self.x0 + col * self.size
         y = self.y0 + row * self.size
         return (x - pad, y - pad, x + self.size + pad, y + self.size + pad)
