@@ -171,11 +171,16 @@ def window(
     source: CRS,
     *,
     pad: float = 0.0,
-) -> tuple[float, float, float, float]:
+    pipeline: str | None = None,
+) -> tuple[float, float, float, float] | None:
     """Return the box ``near`` (in ``working``, grown by ``pad``) as a box in ``source``.
 
     The box's edges are densified before they are transformed, so that the
-    result holds the whole box even where the transformation bends lines.
+    result holds the whole box even where the transformation bends lines. The
+    box is taken back through the transformer that brings the data forward —
+    the layer's own ``pipeline`` when it has one — so that the window and the
+    data agree. ``None`` when that transformer cannot be run backwards: the
+    caller then reads the whole layer.
 
     Examples
     --------
@@ -185,15 +190,19 @@ def window(
     """
     x0, y0, x1, y1 = near
     box = shapely.box(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
-    if source != working:
-        box = transform_geometries(  # the data's transformer, backwards
-            np.array(
-                [shapely.segmentize(box, max(x1 - x0, y1 - y0, 1.0) / 8)], dtype=object
-            ),
-            transformer(source, working),
-            inverse=True,
-        )[0]
+    if source != working:  # as the data: a pipeline applies between two CRSs
+        edges = shapely.segmentize(box, max(x1 - x0, y1 - y0, 1.0) / 8)
+        try:  # the data's transformer, backwards
+            box = transform_geometries(
+                np.array([edges], dtype=object),
+                make_transformer(source, working, pipeline),
+                inverse=True,
+            )[0]
+        except ProjError:  # a pipeline with a step PROJ cannot invert
+            return None
     b = shapely.bounds(box)
+    if not np.isfinite(b).all():
+        return None
     return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
 
 

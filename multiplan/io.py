@@ -247,15 +247,20 @@ def source_window(
 ) -> tuple[tuple[float, float, float, float] | None, np.ndarray | None]:
     """Return the box ``near`` in the source's CRS, and the source's (FID, row) pairs.
 
-    ``(None, None)`` when the source's CRS is not declared (read whole); the
-    pairs are ``None`` when the layer has an ``id_field``.
+    ``(None, None)`` when the source's CRS is not declared, or the layer's
+    transformation cannot be run backwards (read whole); the pairs are ``None``
+    when the layer has an ``id_field``.
     """
     path = spec.source
     info = pyogrio.read_info(path, layer=spec.layer)
     if not info.get("crs"):
         return None, None
     src = CRS.from_user_input(info["crs"])
-    box = window(near, working, src, pad=spec.buffer or 0.0)
+    box = window(
+        near, working, src, pad=spec.buffer or 0.0, pipeline=spec.transformation
+    )
+    if box is None:
+        return None, None
     rows = None
     if spec.id_field is None:  # ids are row numbers: map the FIDs of the window to rows
         fids = pyogrio.read_dataframe(

@@ -463,12 +463,16 @@ def _read(
         else sql.SQL("ORDER BY ctid")
     )
     clauses, params = pushdown(spec.where, table)
+    box = None
     if near is not None and src_crs is not None and working is not None:
-        x0, y0, x1, y1 = crs_mod.window(near, working, src_crs, pad=pad)
+        box = crs_mod.window(
+            near, working, src_crs, pad=pad, pipeline=spec.transformation
+        )
+    if box is not None:  # else the whole table
         clauses.append(
             sql.SQL("{} && ST_MakeEnvelope(%s, %s, %s, %s, %s)").format(geom)
         )
-        params.extend([x0, y0, x1, y1, table.srid])
+        params.extend([*box, table.srid])
     where = (
         sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
     )

@@ -181,3 +181,14 @@ def test_window_runs_the_datas_transformer_backwards():
     back = Transformer.from_crs(working, source, always_xy=True)
     xs, ys = back.transform([near[0] - 10, near[2] + 10], [near[1] - 10, near[3] + 10])
     assert np.allclose(got, (xs[0], ys[0], xs[1], ys[1]), atol=1e-6)
+
+
+def test_window_through_a_pipeline_and_one_that_cannot_be_inverted():
+    working, source = CRS.from_epsg(4549), CRS.from_epsg(2385)
+    near = (495568.0, 3531178.0, 495768.0, 3531378.0)
+    shifted = C.window(
+        near, working, source, pipeline="+proj=pipeline +step +proj=affine +xoff=800"
+    )
+    assert shifted == pytest.approx((494768.0, 3531178.0, 494968.0, 3531378.0))
+    # August's epicycloidal projection has no inverse: the caller reads the layer whole
+    assert C.window(near, working, source, pipeline="+proj=august") is None

@@ -236,6 +236,25 @@ def test_old_datum_needs_a_transformation(write_manifest, gdf, tmp_path):
     assert (shapely.hausdorff_distance(layer.frame.geometry.values, moved) < 1e-4).all()
 
 
+def test_read_near_a_box_goes_back_through_the_layers_pipeline(
+    write_manifest, gdf, tmp_path
+):
+    # the box is taken into the source's CRS through the layer's own pipeline: PROJ's
+    # default (ballpark) transformer would put it 250 m off, and a site beside these
+    # features would find nothing near it
+    gdf.set_crs("EPSG:2385", allow_override=True).to_file(tmp_path / "x80.gpkg")
+    pipeline = "+proj=pipeline +step +proj=affine +xoff=250 +yoff=-31"
+    project = read_project(
+        write_manifest({"p": {"path": "x80.gpkg", "transformation": pipeline}})
+    )
+    whole = read_layer(project.layers["p"], project).frame
+    x0, y0, x1, y1 = shapely.bounds(whole.geometry.values[3])  # where a4 lands
+    near = read_layer(project.layers["p"], project, near=(x0 + 10, y0, x1, y1)).frame
+    assert near["BSM"].tolist() == ["a4"]
+    assert near.index.tolist() == ["3"]  # the whole layer's row number
+    assert near.geometry.values[0].equals_exact(whole.geometry.values[3], 0)
+
+
 # ------------------------------------------------------------------ geometry, ids, filters
 
 

@@ -563,6 +563,38 @@ def test_a_window_reads_through_the_index_with_the_same_ids(pg_url, schema, tmp_
     assert sorted(got["db"]["v"]) == sorted(got["file"]["v"])
 
 
+def test_a_window_goes_back_through_the_layers_pipeline(pg_url, schema, tmp_path):
+    """The box near a site reaches the table through the layer's own transformation."""
+    frame = gpd.GeoDataFrame(
+        {"v": list(range(30))},
+        geometry=[
+            shapely.box(X0 + 100 * i, Y0, X0 + 100 * i + 50, Y0 + 50) for i in range(30)
+        ],
+        crs="EPSG:2385",  # Xian 1980, brought over by a published shift
+    )
+    load(pg_url, schema, {"x80": frame})
+    m = tmp_path / "x80.toml"
+    m.write_text(
+        "\n".join(
+            [
+                "[project]",
+                'name = "w"',
+                'crs = "EPSG:4549"',
+                "[layers.w]",
+                f"path = {json.dumps(pg_url)}",
+                f"layer = {json.dumps(f'{schema}.x80')}",
+                'transformation = "+proj=pipeline +step +proj=affine +xoff=250"',
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    project = read_project(m)
+    near = (X0 + 770, Y0 + 10, X0 + 1130, Y0 + 20)  # features 5 to 8, 250 m east
+    got = read_layer(project.layers["w"], project, near=near).frame
+    assert sorted(got["v"]) == [5, 6, 7, 8]
+
+
 def test_fuse_writes_onemap_and_differences(pg_url, schema, tmp_path):
     (tmp_path / "p").mkdir()
     folder = tmp_path / "p"
