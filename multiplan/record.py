@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -31,12 +32,27 @@ logger = logging.getLogger(__name__)
 
 
 def sha256(path: Path) -> str:
-    """Return the SHA-256 of a file, read in 1 MiB chunks."""
+    """Return the SHA-256 of a file, read in 1 MiB chunks (once per size and change time).
+
+    A cluster run digests its inputs before the tiles (the workers compare their
+    copies) and again for run.json; the second time costs a ``stat``.
+    """
+    st = path.stat()
+    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def digests(files: Iterable[Path]) -> tuple[tuple[str, str], ...]:
+    """Return ``(path, SHA-256)`` of each of ``files`` that is a file, in order."""
+    return tuple((str(f), sha256(f)) for f in files if f.is_file())
 
 
 def input_files(

@@ -37,7 +37,7 @@ from multiplan.piecestore import (
     write_pieces_gpkg,
 )
 from multiplan.progress import Progress, no_progress
-from multiplan.record import input_files, run_record
+from multiplan.record import digests, input_files, run_record
 from multiplan.ruleinputs import (
     check_layers_for_rules,
     context_layers,
@@ -566,10 +566,12 @@ def _cluster_pieces(
     prepared sides, chosen from the whole layers.
     """
     only = [r.id for r in rules]
+    # the workers compare their copies of the inputs with these before any tile
+    ours = digests(input_files(project, layers_needed(project, rules)))
     with tiles.dask_client(address, workers) as client:
         futures = [
             client.submit(
-                tile_task, str(project.path), only, grid, key, sides, pure=False
+                tile_task, str(project.path), only, grid, key, sides, ours, pure=False
             )
             for key in keys
         ]
@@ -579,7 +581,7 @@ def _cluster_pieces(
                 frames = future.result()
             except InputError as exc:
                 raise tiles.ClusterError(
-                    f"a dask worker cannot read the inputs: {exc}",
+                    f"a dask worker cannot use the inputs: {exc}",
                     hint="The workers read the inputs from the manifest's paths: give them the data at the same paths",
                 ) from exc
             future.release()
@@ -592,6 +594,7 @@ def tile_task(
     grid: tiles.TileGrid,
     key: int,
     sides: Mapping[str, Literal["a", "b"]] | None = None,
+    expected: tuple[tuple[str, str], ...] = (),
 ) -> list[pd.DataFrame]:
     """Compute one tile's pieces on a dask worker, reading the inputs from their paths.
 
@@ -599,7 +602,14 @@ def tile_task(
     its A features and the B features near them. The layers read whole — the
     boundary and the units — and the rules stay in the worker process for the
     next tile of the same check. ``sides`` gives each rule's prepared side, chosen
-    from the whole layers (:meth:`RuleContext.side`).
+    from the whole layers (:meth:`RuleContext.side`). ``expected`` holds the
+    client's ``(path, SHA-256)`` of the inputs: a worker whose copy differs
+    refuses the tile rather than answer for other data.
+
+    Raises
+    ------
+    InputError
+        When an input is missing or unreadable here, or is not the client's.
     """
     from multiplan.project import read_project
 
@@ -608,9 +618,10 @@ def tile_task(
     stamp = tuple(
         (str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in input_files(project)
     )
-    ck = (*tiles.cache_key(manifest), tuple(only), stamp)
+    ck = (*tiles.cache_key(manifest), tuple(only), stamp, expected)
     if ck not in cache:
         cache.clear()
+        _same_inputs(expected)
         rules = read_rules(project, only=only)
         fixed = ensure_layers(project, context_layers(project) if rules else [], None)
         levels = build_levels(project, fixed) if rules else None
@@ -619,3 +630,18 @@ def tile_task(
     lay = tile_layers(project, rules, fixed, grid, key)
     ctx = RuleContext(project, lay, 1, levels, sides)
     return [ctx.rule_pieces(rule, grid, key) for rule in rules]
+
+
+def _same_inputs(expected: tuple[tuple[str, str], ...]) -> None:
+    """Refuse a worker's copy of an input that is not the client's (by SHA-256)."""
+    from pathlib import Path
+
+    for path, digest in expected:
+        f = Path(path)
+        if not f.is_file():
+            raise InputError("the worker has no such file", path=f)
+        if digests([f])[0][1] != digest:
+            raise InputError(
+                "the worker's copy is not the client's (their SHA-256 differ)",
+                path=f,
+            )

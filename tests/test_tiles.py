@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -13,8 +16,17 @@ import multiplan
 from multiplan.cli import main
 from multiplan.errors import InputError
 from multiplan.project import read_project
+from multiplan.record import digests, input_files
 from multiplan.rulecheck import tile_task
-from multiplan.tiles import TileGrid, default_tile_size, plan, representative_points
+from multiplan.ruleinputs import layers_needed
+from multiplan.rules import read_rules
+from multiplan.tiles import (
+    TileGrid,
+    default_tile_size,
+    plan,
+    representative_points,
+    worker_cache,
+)
 
 DATA_FILES = ("conflicts.gpkg", "summary.csv", "by_unit.csv", "units.csv")
 
@@ -282,9 +294,7 @@ def test_a_worker_reads_only_its_tile_and_makes_the_same_pieces(
     """A dask task reads its A features and the B features near them, not whole layers."""
     from multiplan.levels import build_levels, piece_columns
     from multiplan.rulecheck import find_pieces, gather_pieces
-    from multiplan.rules import read_rules
     from multiplan.rulestages import RuleContext, tile_layers
-    from multiplan.tiles import worker_cache
 
     project = _random_project(tmp_path, seed)
     layers = multiplan.read_layers(project)
@@ -316,6 +326,27 @@ def test_a_worker_reads_only_its_tile_and_makes_the_same_pieces(
     assert shapely.equals_exact(
         got.geometry.to_numpy(), base.geometry.to_numpy(), tolerance=0
     ).all()
+
+
+def test_a_worker_refuses_inputs_that_are_not_the_clients(tmp_path):
+    """A worker whose copy of an input differs from the client's refuses the tile,
+    naming the file, rather than answer for other data."""
+    project = _random_project(tmp_path, 5)
+    rules = read_rules(project)
+    files = input_files(project, layers_needed(project, rules))
+    ours = digests(files)
+    assert {Path(p).name for p, _ in ours} >= {"a.gpkg", "b.gpkg", "p.toml"}
+    worker_cache().clear()
+    assert len(tile_task(str(project.path), ["I"], TileGrid(), 0, None, ours)) == 1
+    # the same bytes under a new change time are the same input
+    a = tmp_path / "a.gpkg"
+    os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 10**9))
+    assert len(tile_task(str(project.path), ["I"], TileGrid(), 0, None, ours)) == 1
+    # another copy of plan B (one plot less)
+    b = gpd.read_file(tmp_path / "b.gpkg").iloc[1:]
+    b.to_file(tmp_path / "b.gpkg")
+    with pytest.raises(InputError, match=r"b\.gpkg.*not the client's"):
+        tile_task(str(project.path), ["I"], TileGrid(), 0, None, ours)
 
 
 def test_a_tile_reads_the_b_features_within_the_rules_distance(tmp_path):
