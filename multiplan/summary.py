@@ -176,7 +176,7 @@ def piece_unions(
         )
     areas = pieces["area_m2"].to_numpy(dtype=float) if len(pieces) else np.zeros(0)
     apart = (
-        provenance_apart(pieces, layers, rules, cleans)
+        provenance_apart(pieces, layers, rules, cleans, workers=workers)
         if layers is not None and len(pieces)
         else None
     )
@@ -191,12 +191,18 @@ def piece_unions(
 
 
 def clean_features(frame: pd.DataFrame) -> np.ndarray:
-    """Return which features of a layer overlap no other feature of it.
+    """Return which features of a layer are clean: none of their edges is an invalid coverage edge.
 
-    A feature none of whose edges is an invalid coverage edge (GEOS) lies over no
-    other feature: an overlap, or a feature inside another, makes edges invalid.
+    Two clean features never share area. Where the interiors of two features
+    meet, the edges of one of them run inside the other, or the two are the same
+    (GEOS marks both); but a feature that holds another inside it keeps clean
+    edges, so a clean feature alone may still be overlapped.
     """
     geoms = np.asarray(frame.geometry.array, dtype=object)
+    return _clean(geoms)
+
+
+def _clean(geoms: np.ndarray) -> np.ndarray:
     if not len(geoms):
         return np.zeros(0, dtype=bool)
     if shapely.coverage_is_valid(geoms):
@@ -206,20 +212,64 @@ def clean_features(frame: pd.DataFrame) -> np.ndarray:
     )
 
 
+_CLEAN_CHUNK = 20_000
+"""Features of one layer below which its coverage check is not cut into strips."""
+
+
+def _strips(geoms: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cut a layer into ``parts`` strips by x for its coverage check: (own, subset) each.
+
+    GEOS checks a feature's edges against the features whose boxes meet its box,
+    so a strip's own features get the flags of the whole layer when the check
+    runs on them and every feature whose box meets the box of all of them.
+    """
+    b = shapely.bounds(geoms)
+    order = np.argsort(b[:, 0] + b[:, 2], kind="stable")
+    out = []
+    for own in np.array_split(order, parts):
+        own = np.sort(own)
+        x0, y0 = b[own, 0].min(), b[own, 1].min()
+        x1, y1 = b[own, 2].max(), b[own, 3].max()
+        near = (b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0)
+        out.append((own, np.flatnonzero(near)))
+    return out
+
+
 def layer_cleans(
     layers: Layers, names: Sequence[str], workers: int = 2
 ) -> dict[str, np.ndarray]:
-    """Return, per layer, which features overlap no other feature of it (:func:`clean_features`)."""
+    """Return, per layer, which features overlap no other feature of it (:func:`clean_features`).
+
+    GEOS's coverage check runs on ``workers`` threads (it releases the GIL): a
+    layer at a time, or a big layer in strips (:func:`_strips`), with the same
+    flags as one check of the whole layer.
+    """
     names = [n for n in dict.fromkeys(names) if n in layers]
-    # GEOS's coverage check of each layer, on threads (it releases the GIL)
+    geoms = {n: np.asarray(layers[n].geometry.array, dtype=object) for n in names}
+    jobs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []
+    for n in names:
+        parts = min(max(1, workers), len(geoms[n]) // _CLEAN_CHUNK)
+        if parts > 1:
+            jobs.extend((n, own, near) for own, near in _strips(geoms[n], parts))
+        else:
+            jobs.append((n, None, None))
+
+    def run(job: tuple[str, np.ndarray | None, np.ndarray | None]) -> np.ndarray:
+        n, own, near = job
+        if own is None or near is None:
+            return _clean(geoms[n])
+        flags = _clean(geoms[n][near])
+        return flags[np.searchsorted(near, own)]
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return dict(
-            zip(
-                names,
-                pool.map(lambda nm: clean_features(layers[nm]), names),
-                strict=True,
-            )
-        )
+        done = list(pool.map(run, jobs))
+    out = {n: np.zeros(len(geoms[n]), dtype=bool) for n in names}
+    for (n, own, _), flags in zip(jobs, done, strict=True):
+        if own is None:
+            out[n] = flags
+        else:
+            out[n][own] = flags
+    return out
 
 
 def provenance_apart(
@@ -227,16 +277,21 @@ def provenance_apart(
     layers: Layers,
     rules: Sequence[Rule],
     cleans: Mapping[str, np.ndarray] | None = None,
+    *,
+    workers: int = 2,
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Return a test of candidate pairs of pieces that cannot overlap, from where they came from.
 
     Two pieces cannot share area when they lie in different units (pieces are split
-    at unit borders), or lie in two different features of one layer of which either
-    overlaps no other feature (a piece lies inside its A feature; for ``intersect``
-    also inside its B feature).
+    at unit borders), or lie in two different features of one layer that are both
+    clean (:func:`clean_features`): a piece lies inside its A feature, and for
+    ``intersect`` without a ``distance`` also inside its B feature (with a distance
+    it lies inside the B feature's buffer, and the buffers of clean features
+    overlap). One clean feature is not enough: a feature that holds another inside
+    it has clean edges.
     """
     n = len(pieces)
-    relation = {r.id: r.relation for r in rules}
+    inside_b = {r.id: r.relation == "intersect" and r.distance == 0 for r in rules}
     names = [
         name
         for side in ("a", "b")
@@ -244,7 +299,7 @@ def provenance_apart(
         if name is not None and name in layers
     ]
     if cleans is None or not set(names) <= set(cleans):
-        cleans = layer_cleans(layers, names)
+        cleans = layer_cleans(layers, names, workers)
     units = pd.factorize(pieces["unit"].to_numpy(dtype=object), use_na_sentinel=True)[0]
     sides = []
     for side in ("a", "b"):
@@ -261,12 +316,12 @@ def provenance_apart(
             pos = frame.index.get_indexer(ids[mine])
             feature[mine] = pos
             clean[mine] = np.where(pos >= 0, cleans[name][np.maximum(pos, 0)], False)
-        if side == "b":  # a difference piece does not lie inside a B feature
-            diff = np.array(
-                [relation.get(r) == "difference" for r in pieces["rule_id"]], dtype=bool
+        if side == "b":  # only a piece of intersect, distance 0, lies inside its B
+            outside = ~np.array(
+                [inside_b.get(r, False) for r in pieces["rule_id"]], dtype=bool
             )
-            feature[diff] = -1
-            clean[diff] = False
+            feature[outside] = -1
+            clean[outside] = False
         sides.append((lcode, feature, clean))
 
     # with units, a piece outside every unit (-1) is outside each of them too
@@ -279,7 +334,7 @@ def provenance_apart(
         for lcode, feature, clean in sides:
             same_layer = (lcode[i] == lcode[j]) & (lcode[i] >= 0)
             other = (feature[i] != feature[j]) & (feature[i] >= 0) & (feature[j] >= 0)
-            out |= same_layer & other & (clean[i] | clean[j])
+            out |= same_layer & other & clean[i] & clean[j]
         return out
 
     return apart
