@@ -155,6 +155,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "exempt": ("免评", "exempt"),
     "not_graded": ("未评级", "not graded"),
     "no_figures": ("缺少数据", "missing figures"),
+    "overlapping_parcels": (
+        "宗地块与其他地块重叠：共用的土地在园区、单元面积中只计一次，在各地块指标中各计一次",
+        "parcels overlap another: the land they share counts once in a park's or unit's area, and in each parcel's own indicators",
+    ),
     "verdict_pass": ("通过", "PASS"),
     "verdict_fail": ("不通过", "FAIL"),
     "site": ("拟选址", "Proposed site"),

@@ -118,7 +118,7 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         "<style>body{font-family:'PingFang SC','Microsoft YaHei','Noto Sans CJK SC',sans-serif;margin:24px;color:#222}"
         "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
         "th{background:#f0f0f0}tr.total td{background:#fafafa;border-top:2px solid #888}td:first-child{white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums}.high{color:#d7191c;font-weight:600}"
-        ".medium{color:#e67e22}.low{color:#b7950b}h2{margin-top:28px;border-bottom:1px solid #ddd}</style></head><body>",
+        ".medium{color:#e67e22}.low{color:#b7950b}h2{margin-top:28px;border-bottom:1px solid #ddd}.warn{color:#a04000}</style></head><body>",
         f"<h1>{_e(p.title)} — {L('report')}</h1>",
         f"<p>{L('generated')}: {_e(run.get('created'))} · multiplan {_e(run.get('multiplan'))} · "
         f"{L('crs')}: {_e(p.crs)} · {_e(p.area)} · {L('pieces')}: {len(result.attributes):,}</p>",
@@ -374,6 +374,11 @@ def _yield_section(y: Any, L: Callable[[str], str]) -> str:
         f"{L('not_graded')}: {y.notes.get('exempt', 0):,} {L('exempt')}, "
         f"{y.notes.get('ungraded', 0):,} {L('no_figures')}</p>"
     )
+    if y.notes.get("overlapping_parcels"):
+        parts.append(
+            f"<p class='warn'>{y.notes['overlapping_parcels']:,} "
+            f"{_e(L('overlapping_parcels'))}</p>"
+        )
     for title_key, table in (("park", y.by_park), ("unit", y.by_unit)):
         if table is None or not len(table):
             continue

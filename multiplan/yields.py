@@ -23,7 +23,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from multiplan.areas import area_m2, to_mu, union_area
+from multiplan.areas import UnionAreas, area_m2, to_mu, union_area
 from multiplan.errors import InputError, ManifestError
 from multiplan.filters import where_mask
 from multiplan.io import csv_writer, gpkg_writer
@@ -183,6 +183,7 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
     working = project.working_crs
     notes: dict[str, Any] = {}
     levels = build_levels(project, layers) if spec.parcels is not None else None
+    unions: UnionAreas | None = None
     if spec.parcels is None:
         parcels = gpd.GeoDataFrame(
             {"id": []}, geometry=gpd.GeoSeries([], crs=project.crs), crs=project.crs
@@ -191,6 +192,18 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
         frame = layers[spec.parcels]
         geoms = np.asarray(frame.geometry.array, dtype=object)
         area = area_m2(geoms, working, project.area)
+        unions = _parcel_unions(geoms, area, project)
+        shared = _overlapping(unions, len(geoms))
+        notes["overlapping_parcels"] = int(shared.sum())
+        if shared.any():
+            logger.warning(
+                "%d parcels of %s overlap another parcel (%s): the land they share is "
+                "counted once in the area of a unit or park, and in each parcel's own "
+                "indicators",
+                int(shared.sum()),
+                spec.parcels,
+                ", ".join(str(i) for i in frame.index[shared][:10]),
+            )
         data = pd.DataFrame(index=frame.index.astype(str))
         data["area_m2"] = area
         data[AREA_MU] = to_mu(area)
@@ -308,8 +321,10 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
             ]
         parcels["reason"] = pd.Series(reason, dtype=object, index=parcels.index)
         notes["ungraded"] = int(ungraded.sum()) if spec.grading is not None else 0
-    by_unit = per_level(levels, lambda key: aggregate(parcels, spec, key))
-    by_park = aggregate(parcels, spec, "park") if "park" in parcels.columns else None
+    by_unit = per_level(levels, lambda key: aggregate(parcels, spec, key, unions))
+    by_park = (
+        aggregate(parcels, spec, "park", unions) if "park" in parcels.columns else None
+    )
     scenarios = compute_scenarios(spec.scenarios, project, layers)
     return YieldResult(
         spec=spec,
@@ -391,8 +406,41 @@ def _grades(parcels: pd.DataFrame, spec: YieldSpec, exempt: np.ndarray) -> np.nd
     return out
 
 
-def aggregate(parcels: pd.DataFrame, spec: YieldSpec, by: str) -> pd.DataFrame:
-    """Totals and area-weighted indicators (Σ numerator / Σ denominator) per group, and grade counts."""
+def _parcel_unions(geoms: np.ndarray, area: np.ndarray, project: Project) -> UnionAreas:
+    """Return the union areas of the parcels: two clean parcels never overlap."""
+    from multiplan.summary import clean_features
+
+    clean = clean_features(gpd.GeoDataFrame(geometry=geoms))
+    return UnionAreas(
+        geoms,
+        area,
+        project.working_crs,
+        project.area,
+        known_apart=lambda i, j: clean[i] & clean[j],
+    )
+
+
+def _overlapping(unions: UnionAreas, n: int) -> np.ndarray:
+    """Return which parcels share area with another parcel."""
+    out = np.zeros(n, dtype=bool)
+    i, j = unions.pairs
+    out[i] = True
+    out[j] = True
+    return out
+
+
+def aggregate(
+    parcels: pd.DataFrame,
+    spec: YieldSpec,
+    by: str,
+    unions: UnionAreas | None = None,
+) -> pd.DataFrame:
+    """Totals and area-weighted indicators (Σ numerator / Σ denominator) per group, and grade counts.
+
+    A group's ``area_m2`` is the area of the union of its parcels (with ``unions``,
+    the parcels' :class:`~multiplan.areas.UnionAreas`, in the rows of ``parcels``):
+    land two parcels share is counted once.
+    """
     cols = [by, "parcels", "area_m2", AREA_MU]
     numerators = list(dict.fromkeys(ind.numerator for ind in spec.indicators))
     cols += [f"{n}_total" for n in numerators]
@@ -412,11 +460,16 @@ def aggregate(parcels: pd.DataFrame, spec: YieldSpec, by: str) -> pd.DataFrame:
     for k in groups:
         sel = np.array([x == k if k is not None else x is None for x in keys])
         sub = parcels[sel]
+        area = (
+            unions.total(mask=sel)
+            if unions is not None
+            else float(sub["area_m2"].sum())
+        )
         row: dict[str, Any] = {
             by: k,
             "parcels": int(sel.sum()),
-            "area_m2": float(sub["area_m2"].sum()),
-            AREA_MU: float(sub[AREA_MU].sum()),
+            "area_m2": area,
+            AREA_MU: to_mu(area),
         }
         for n in numerators:
             # the total of a numerator over the parcels that have it

@@ -449,3 +449,51 @@ def test_run_yield_writes_nothing_on_bad_input(project, tmp_path):
     with pytest.raises(InputError):
         multiplan.land_yield(p)
     assert not (tmp_path / "out").exists()
+
+
+def test_parcels_that_overlap_count_their_land_once_in_a_units_area(tmp_path, caplog):
+    """Two enterprises drawn over the same land: a unit's and a park's area is the
+    union, and the run says how many parcels overlap."""
+    parcels = gpd.GeoDataFrame(
+        {"pid": ["P1", "P2", "P3"], "park": ["甲园", "甲园", "甲园"]},
+        geometry=[
+            sq(0),  # 15 亩
+            shapely.box(X0 + 50, Y0, X0 + 150, Y0 + 100),  # half over P1
+            sq(2),
+        ],
+        crs="EPSG:4549",
+    )
+    parcels.to_file(tmp_path / "parcels.gpkg")
+    gpd.GeoDataFrame(
+        {"name": ["全区"]},
+        geometry=[shapely.box(X0 - 10, Y0 - 10, X0 + 600, Y0 + 200)],
+        crs="EPSG:4549",
+    ).to_file(tmp_path / "towns.gpkg")
+    (tmp_path / "firms.csv").write_text(
+        "parcel_id,tax_wan\nP1,150\nP2,150\nP3,150\n", encoding="utf-8"
+    )
+    (tmp_path / "project.toml").write_text(
+        '[project]\nname = "y"\nunits = "towns"\nout = "out"\n'
+        '[layers.parcels]\npath = "parcels.gpkg"\nid_field = "pid"\nclass = "1001"\n'
+        '[layers.towns]\npath = "towns.gpkg"\n'
+        '[yield]\nparcels = "parcels"\ntable = "firms.csv"\njoin = "parcel_id"\n'
+        'park_field = "park"\nindicators = [{ id = "tax_per_mu", title = "亩均税收", '
+        'numerator = "tax_wan", unit = "万元/亩" }]\n',
+        encoding="utf-8",
+    )
+    project = read_project(tmp_path / "project.toml")
+    y = multiplan.land_yield(project)
+    assert y.notes["overlapping_parcels"] == 2
+    assert "P1, P2" in caplog.text
+    land = shapely.union_all(parcels.geometry.to_numpy()).area  # 25 000 m², not 30 000
+    unit = y.by_unit.set_index("unit")
+    assert unit.loc["全区", "area_m2"] == pytest.approx(land)
+    assert unit.loc["全区", "area_mu"] == pytest.approx(land / MU)
+    assert y.by_park.set_index("park").loc["甲园", "area_m2"] == pytest.approx(land)
+    # each parcel keeps its own land in its own indicator
+    assert y.parcels.set_index("id")["tax_per_mu"].to_dict() == pytest.approx(
+        {"P1": 10.0, "P2": 10.0, "P3": 10.0}
+    )
+    r = CliRunner().invoke(main, ["yield", str(tmp_path / "project.toml")])
+    assert r.exit_code == 0, r.output
+    assert "2 parcels overlap another" in r.output

@@ -52,6 +52,11 @@ def yield_cmd(project_path: Path, out: Path | None, force: bool) -> None:
         f"{len(p):,} parcels; grades {summary}; not graded: "
         f"{result.notes.get('exempt', 0):,} exempt, {result.notes.get('ungraded', 0):,} without the figures (see reason in yield.csv)"
     )
+    if result.notes.get("overlapping_parcels"):
+        echo(
+            f"{result.notes['overlapping_parcels']:,} parcels overlap another: the land "
+            "they share counts once in a park's or unit's area, and in each parcel's own indicators"
+        )
     for _, s in result.scenarios.iterrows():
         echo(
             f"scenario {s['id']}: gross {s['gross_yuan']:,.0f} 元, net {s['net_yuan']:,.0f} 元"
