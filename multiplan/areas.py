@@ -383,12 +383,25 @@ def add_up(
 
 
 def _factorize(keys: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, list[Hashable]]:
-    """Return integer codes for the live keys (-1 elsewhere; ``None`` is a key of its own)."""
+    """Return integer codes for the live keys (-1 elsewhere; ``None`` is a key of its own).
+
+    The uniques are the keys themselves, each as it first appears: pandas gives
+    NaN for a ``None`` key, and ``None`` (land in no unit) must stay ``None`` for
+    the tables to find it.
+
+    Examples
+    --------
+    >>> _factorize(np.array([None, "a", None], dtype=object), np.ones(3, dtype=bool))[1]
+    [None, 'a']
+    """
     import pandas as pd
 
     codes = np.full(len(keys), -1, dtype=np.intp)
     if not live.any():
         return codes, []
-    found, uniques = pd.factorize(keys[live], use_na_sentinel=False)
+    values = keys[live]
+    found, _ = pd.factorize(values, use_na_sentinel=False)
     codes[live] = found
-    return codes, list(uniques)
+    # codes count up in order of first appearance: the first index of each code
+    _, first = np.unique(found, return_index=True)
+    return codes, values[first].tolist()

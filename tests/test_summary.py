@@ -180,3 +180,53 @@ def test_the_demos_figures_are_unions_of_its_pieces():
             shapely.union_all(geoms[mine]).area, rel=1e-9, abs=1e-6
         ), (row["unit"], row["rule_id"])
     assert result.totals["all"] == pytest.approx(shapely.union_all(geoms).area)
+
+
+def test_land_in_no_unit_has_its_area_in_units_csv(tmp_path):
+    """Pieces outside every unit get the first row of units.csv, with the area of their union.
+
+    The row was written with 0 m² (its severity columns right): the unions were
+    keyed by pandas, which turns a ``None`` unit into NaN.
+    """
+    plots = [
+        shapely.box(X0, Y0, X0 + 100, Y0 + 100),
+        shapely.box(X0 + 50, Y0, X0 + 150, Y0 + 100),  # overlaps the first
+        shapely.box(X0 + 300, Y0, X0 + 400, Y0 + 100),  # in the town
+    ]
+    gpd.GeoDataFrame(
+        {"pid": ["p1", "p2", "p3"], "code": "0101"}, geometry=plots, crs="EPSG:4549"
+    ).to_file(tmp_path / "a.gpkg")
+    zone = shapely.box(X0 - 10, Y0 + 10, X0 + 410, Y0 + 80)
+    gpd.GeoDataFrame({"zid": ["Z"]}, geometry=[zone], crs="EPSG:4549").to_file(
+        tmp_path / "z.gpkg"
+    )
+    town = shapely.box(X0 + 250, Y0 - 50, X0 + 450, Y0 + 150)
+    gpd.GeoDataFrame({"name": ["一镇"]}, geometry=[town], crs="EPSG:4549").to_file(
+        tmp_path / "towns.gpkg"
+    )
+    (tmp_path / "rules.toml").write_text(
+        '[[rule]]\nid = "I"\ntitle = "红线内的耕地"\nseverity = "high"\n'
+        'relation = "intersect"\na = { layer = "a" }\nb = { layer = "z" }\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "p.toml").write_text(
+        '[project]\nname = "t"\ncrs = "EPSG:4549"\nrules = ["rules.toml"]\n'
+        'units = ["towns"]\nunit_name_field = "name"\n'
+        '[layers.a]\npath = "a.gpkg"\nclass_field = "code"\n'
+        'classification = "gbt21010"\nid_field = "pid"\n'
+        '[layers.z]\npath = "z.gpkg"\nclass = "eco_redline"\nid_field = "zid"\n'
+        '[layers.towns]\npath = "towns.gpkg"\n',
+        encoding="utf-8",
+    )
+    result = multiplan.check(multiplan.read_project(tmp_path / "p.toml"))
+    pieces, units = result.pieces, result.units
+    assert units is not None
+    assert units["unit"].tolist() == [None, "一镇"]
+    outside = pieces[pieces["unit"].isna()]
+    expected = shapely.union_all(outside.geometry.to_numpy()).area
+    assert expected == pytest.approx(150 * 70)  # two plots over the same 50 m
+    nowhere = units.iloc[0]
+    assert nowhere["area_m2"] == pytest.approx(expected, rel=1e-9)
+    assert nowhere["high_m2"] == pytest.approx(expected, rel=1e-9)
+    assert nowhere["pieces"] == len(outside) == 2
+    assert units.iloc[1]["area_m2"] == pytest.approx(100 * 70, rel=1e-9)
