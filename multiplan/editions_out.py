@@ -17,6 +17,7 @@ from multiplan.areas import to_ha, to_mu
 from multiplan.colours import CHANGE_COLOURS
 from multiplan.labels import label
 from multiplan.ledger import LEDGER_MAX_PIECES, Sheet
+from multiplan.levels import level_title
 from multiplan.report import escape as _e
 
 if TYPE_CHECKING:
@@ -380,13 +381,7 @@ def _unit_changes(
     no_unit = label("no_unit", "en" if lang == "en" else "zh")
     parts = []
     for level, table in levels:
-        title = (
-            p.layers[level].label
-            if level in p.layers
-            else label("grid_level", lang)
-            if level
-            else ""
-        )
+        title = level_title(p, level, lang)
         kind = np.where(
             table["old_class"].isna(),
             "added",

@@ -71,6 +71,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "no_unit": ("（无单元）", "(no unit)"),
     "grid_level": ("管理网格", "management grid"),
     "level": ("层级", "Level"),
+    "level_unit": ("单元", "Unit"),
+    "level_unit_area": ("单元面积（平方米）", "Unit area (m²)"),
     "diff_faces": ("叠加图斑", "Faces"),
     "no_land": ("（无）", "(none)"),
     "change": ("变化类型", "Change"),

@@ -160,10 +160,15 @@ def check_ledger(
     totals: Mapping[str, float],
     taxonomy: Taxonomy,
     lang: Lang = "zh",
+    levels: Mapping[str, str] | None = None,
 ) -> list[Sheet]:
     """Return the sheets of ``ledger.xlsx``: 汇总 (per rule, then the district total), 镇街, one per rule.
 
     The total rows are unions of pieces (``totals``, ``units``), never sums.
+    ``levels`` maps each level of units (the pieces' column, and ``level`` in
+    ``units``) to its title, from the largest down, when there are several
+    (SPEC §14): the 镇街 sheet then has a first column 层级 with a block of rows
+    per level, and each rule's sheet a unit column per level.
     """
 
     def L(key: str) -> str:
@@ -218,12 +223,15 @@ def check_ledger(
                 ]
             )
     sheets = [head]
+    leveled = bool(levels) and units is not None and "level" in units.columns
+    titles_of = dict(levels or {}) if leveled else {}
     if units is not None:
         u = Sheet(
             L("sheet_units"),
             [
-                (L("unit"), "text"),
-                (L("unit_area"), "m2"),
+                *([(L("level"), "text")] if leveled else []),
+                (L("level_unit" if leveled else "unit"), "text"),
+                (L("level_unit_area" if leveled else "unit_area"), "m2"),
                 (L("pieces"), "int"),
                 (L("conflict_m2"), "m2"),
                 (L("conflict_mu"), "mu"),
@@ -236,6 +244,7 @@ def check_ledger(
         for _, r in units.iterrows():
             u.rows.append(
                 [
+                    *([titles_of.get(r["level"], r["level"])] if leveled else []),
                     r["unit"] if r["unit"] is not None else L("no_unit"),
                     r["unit_area_m2"],
                     r["pieces"],
@@ -250,6 +259,7 @@ def check_ledger(
         u.totals.append(
             [
                 L("district_total"),
+                *([None] if leveled else []),
                 None,
                 len(pieces),
                 total,
@@ -294,44 +304,31 @@ def check_ledger(
             (L("b_id"), "text"),
             (L("b_class"), "text"),
             (L("b_name"), "text"),
-            (L("unit"), "text"),
+            *([(t, "text") for t in titles_of.values()] or [(L("unit"), "text")]),
             (L("area_m2_h"), "m2"),
             (L("area_mu_h"), "mu"),
         ]
         if has_value:
             cols.append((L("value_yuan"), "yuan"))
         s = Sheet(rule.id, cols)
-        for t in mine.itertuples(index=False):
-            row = [
-                t.a_layer,
-                t.a_id,
-                t.a_class,
-                _name(taxonomy, t.a_class),
-                t.b_layer,
-                t.b_id,
-                t.b_class,
-                _name(taxonomy, t.b_class),
-                t.unit,
-                t.area_m2,
-                t.area_mu,
-            ]
-            if has_value:
-                row.append(t.value_yuan)
-            s.rows.append(row)
+        unit_cols = list(titles_of) or ["unit"]
+        n_units = len(unit_cols)
+        fields = ["a_layer", "a_id", "a_class", "b_layer", "b_id", "b_class"]
+        fields += [*unit_cols, "area_m2", "area_mu"]
+        fields += ["value_yuan"] if has_value else []
+        # plain tuples by position: a level's column may be named in Chinese
+        for t in mine[fields].itertuples(index=False, name=None):
+            s.rows.append(
+                [
+                    *t[:3],
+                    _name(taxonomy, t[2]),
+                    *t[3:6],
+                    _name(taxonomy, t[5]),
+                    *t[6:],
+                ]
+            )
         area = float(area_of.get(rule.id, 0.0))
-        row = [
-            L("total_union"),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            area,
-            to_mu(area),
-        ]
+        row = [L("total_union"), *([None] * (7 + n_units)), area, to_mu(area)]
         if has_value:
             row.append(float(value_of.get(rule.id, 0.0)))
         s.totals.append(row)

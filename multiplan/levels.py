@@ -22,6 +22,7 @@ import pandas as pd
 import shapely
 
 from multiplan.areas import area_m2
+from multiplan.labels import label
 from multiplan.layers import Layers, unit_names
 from multiplan.noding import covering_pairs, node_faces
 from multiplan.schema import PIECE_COLUMNS
@@ -29,6 +30,7 @@ from multiplan.schema import PIECE_COLUMNS
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from multiplan.labels import Lang
     from multiplan.specs import Project
 
 GRID_LEVEL = "grid"
@@ -118,6 +120,18 @@ def per_level(
 def level_names(project: Project) -> tuple[str, ...]:
     """Return the levels of a project: its ``units`` layers, then ``grid`` with a grid."""
     return (*project.units, *((GRID_LEVEL,) if project.grid else ()))
+
+
+def level_title(project: Project, level: str | None, lang: Lang = "zh") -> str:
+    """Return what a planner calls a level: its layer's label, or 管理网格 for the grid.
+
+    ``None`` or ``""`` (one level, no ``level`` column) is ``""``.
+    """
+    if not level:
+        return ""
+    if level in project.layers:
+        return project.layers[level].label
+    return label("grid_level", lang)
 
 
 def piece_columns(levels: Levels | None) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from multiplan.areas import to_ha, to_mu
 from multiplan.labels import label
+from multiplan.levels import level_title
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -166,7 +167,7 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         for level, by_unit, units in _levels(result.by_unit, result.units):
             parts.append(
                 _unit_section(
-                    result, by_unit, units, _level_title(p, level, lang), L, lang
+                    result, by_unit, units, level_title(p, level, lang), L, lang
                 )
             )
     if result.yields is not None:
@@ -250,14 +251,6 @@ def _levels(
         )
         for level in pd.unique(units["level"])
     ]
-
-
-def _level_title(project: Project, level: str | None, lang: Lang) -> str:
-    if level is None:
-        return ""
-    if level in project.layers:
-        return project.layers[level].label
-    return label("grid_level", "en" if lang == "en" else "zh")
 
 
 def _unit_section(

@@ -168,6 +168,7 @@ class CheckResult:
                 totals=self.totals,
                 taxonomy=self.project.taxonomy,
                 lang=lang,
+                levels=self._level_titles(lang),
             )
         )
         if self.yields is not None:
@@ -181,6 +182,17 @@ class CheckResult:
         run["outputs"] = [*files, "run.json"]
         files["run.json"] = json_writer(run)
         return files
+
+    def _level_titles(self, lang: Lang) -> dict[str, str]:
+        """Return each level of units (several, SPEC §14) with its title; empty for one."""
+        from multiplan.levels import level_title
+
+        if self.units is None or "level" not in self.units.columns:
+            return {}
+        return {
+            str(v): level_title(self.project, str(v), lang)
+            for v in pd.unique(self.units["level"])
+        }
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the tables of SPEC §13 (``--db``): conflicts, summary, by_unit, units.

@@ -218,3 +218,36 @@ def test_yield_and_differences_per_level(tmp_path):
     assert got["unit"].tolist() == ["二村", "二村"]
     assert got["towns"].tolist() == ["甲镇", "乙镇"]
     assert len(cells) == 3
+
+
+def test_the_ledger_names_the_level_of_every_row(tmp_path):
+    """With several levels the 镇街 sheet has a block per level, each row naming its
+    level, and each rule's sheet the piece's unit at every level."""
+    import openpyxl
+
+    project = write(tmp_path, units='["towns", "communities"]', grid=100)
+    r = CliRunner().invoke(main, ["check", str(project.path), "--no-map"])
+    assert r.exit_code == 0, r.output
+    units = pd.read_csv(tmp_path / "out" / "units.csv", encoding="utf-8-sig")
+    pieces = pyogrio.read_dataframe(
+        tmp_path / "out" / "conflicts.gpkg", layer="conflicts"
+    )
+    book = openpyxl.load_workbook(tmp_path / "out" / "ledger.xlsx", read_only=True)
+    sheet = list(book["镇街"].iter_rows(values_only=True))
+    assert sheet[0][:3] == ("层级", "单元", "单元面积（平方米）")
+    titles = {"towns": "towns", "communities": "communities", "grid": "管理网格"}
+    rows = sheet[1 : 1 + len(units)]
+    assert [(t, u) for t, u, *_ in rows] == [
+        (titles[lv], "（无单元）" if pd.isna(u) else u)
+        for lv, u in zip(units["level"], units["unit"], strict=True)
+    ]
+    assert [row[4] for row in rows] == pytest.approx(
+        units["area_m2"].tolist(), abs=0.01
+    )
+    rule = list(book["R1"].iter_rows(values_only=True))
+    assert rule[0][8:11] == ("towns", "communities", "管理网格")
+    mine = pieces[pieces["rule_id"] == "R1"]
+    assert len(mine) == len(rule) - 2  # the header and the union
+    assert [row[8:11] for row in rule[1:-1]] == list(
+        mine[["towns", "communities", "grid"]].itertuples(index=False, name=None)
+    )
