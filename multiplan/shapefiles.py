@@ -114,10 +114,12 @@ def declared_encoding(shp: Path) -> tuple[str | None, str]:
 
 
 def dbf_text(shp: Path, *, limit: int = 200_000) -> dict[str, list[tuple[int, bytes]]]:
-    """Return the raw bytes of every non-ASCII text value of the ``.dbf``, by field, with row numbers.
+    """Return the raw bytes of every distinct non-ASCII text value of the ``.dbf``, by field.
 
-    At most ``limit`` records are read; field names with non-ASCII bytes are
-    included under the key ``""`` (row -1).
+    Each value comes once, with the row where it first appears, in the order of
+    those rows: a value that does not decode is reported at its first row, as a
+    check of every row would. At most ``limit`` records are read; field names
+    with non-ASCII bytes are included under the key ``""`` (row -1).
     """
     dbf = _sidecar(shp, ".dbf")
     out: dict[str, list[tuple[int, bytes]]] = {}
@@ -151,9 +153,17 @@ def dbf_text(shp: Path, *, limit: int = 200_000) -> dict[str, list[tuple[int, by
         rows = np.flatnonzero(
             live & (block >= 128).any(axis=1)
         )  # only text that is not ASCII
-        for row in rows.tolist():
-            value = block[row].tobytes().rstrip(b" \x00")
-            out.setdefault(name, []).append((row, value))
+        if not len(rows):
+            continue
+        # a class name repeats over thousands of rows: judge each value once
+        values = np.ascontiguousarray(block[rows])
+        _, first = np.unique(
+            values.view(np.dtype((np.void, width))).ravel(), return_index=True
+        )
+        out[name] = [
+            (int(rows[k]), values[k].tobytes().rstrip(b" \x00"))
+            for k in np.sort(first).tolist()
+        ]
     return out
 
 

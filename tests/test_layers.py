@@ -100,6 +100,29 @@ def test_undecodable_text_asks_for_an_encoding(write_manifest, gdf, tmp_path):
     )
 
 
+def test_text_that_does_not_decode_is_reported_at_its_first_row(tmp_path):
+    """Each distinct value is judged once; the row reported is still the first bad one."""
+    from multiplan.shapefiles import dbf_text, judge_encoding
+
+    names = ["SHTN", "SHTN", "HNDI", "café", "SHTN", "café", "naïve"]
+    g = gpd.GeoDataFrame({"DLMC": names}, geometry=squares(len(names)), crs="EPSG:4549")
+    write_shp(g, tmp_path / "m.shp", encoding="latin1", cpg=False)
+    # the placeholders become GBK text of the same length: mostly GBK, two bad values
+    dbf = tmp_path / "m.dbf"
+    raw = dbf.read_bytes()
+    for key, word in ((b"SHTN", "水田"), (b"HNDI", "旱地")):
+        raw = raw.replace(key, word.encode("gbk"))
+    dbf.write_bytes(raw)
+    text = dbf_text(tmp_path / "m.shp")
+    assert [row for row, _ in text["DLMC"]] == [0, 2, 3, 6]  # first rows, in order
+    verdict = judge_encoding(tmp_path / "m.shp", "GBK")
+    assert (verdict.problem, verdict.field, verdict.row) == (
+        "the text is not GBK",
+        "DLMC",
+        3,
+    )
+
+
 def test_gbk_field_names_are_decoded(write_manifest, tmp_path):
     g = gpd.GeoDataFrame({"地类": ["水田"]}, geometry=squares(1), crs="EPSG:4549")
     write_shp(g, tmp_path / "f.shp", encoding="GBK", cpg=False)
