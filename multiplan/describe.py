@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan.areas import area_m2, to_ha, to_mu
+from multiplan.areas import UnionAreas, area_m2, to_ha, to_mu
 from multiplan.errors import InputError
 from multiplan.layers import CLASS_COL, Layer, read_layer
 from multiplan.progress import Progress, no_progress
+from multiplan.summary import clean_features
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,7 +52,9 @@ def describe_layer(layer: Layer, project: Project) -> dict[str, Any]:
             for v in shapely.total_bounds(np.asarray(layer.frame.geometry.array))
         ]
     if layer.family == "polygon":
-        table = class_areas(layer, project)
+        unions = layer_unions(layer, project)
+        d.update(layer_overlaps(layer, unions))
+        table = class_areas(layer, project, unions=unions)
         d["classes"] = [
             {
                 "class": r["class"],
@@ -182,6 +185,18 @@ def format_descriptions(
             lines.append(
                 f"  bounds    x {b[0]:,.0f}–{b[2]:,.0f}, y {b[1]:,.0f}–{b[3]:,.0f}"
             )
+        if "area_m2" in d:
+            lines.append(
+                f"  area      {_n(d['area_mu'])} 亩 ({_n(to_ha(d['area_m2']))} ha) covered"
+            )
+        ov = d.get("overlaps") or {}
+        if ov.get("features"):
+            more = " …" if ov["features"] > len(ov["ids"]) else ""
+            lines.append(
+                f"  overlaps  {ov['features']:,} features overlap another ({ov['pairs']:,} pairs): "
+                f"{_n(ov['area_mu'])} 亩 drawn more than once, counted once in the areas; "
+                f"first: {', '.join(ov['ids'])}{more}"
+            )
         classes = d.get("classes") or []
         if classes:
             lines.append(f"  classes   {len(classes)}")
@@ -221,32 +236,94 @@ def format_rules(rules: Sequence[Rule], *, lang: str = "zh") -> str:
     return "\n".join(lines) + "\n"
 
 
-def class_areas(layer: Layer, project: Project) -> pd.DataFrame:
+def layer_unions(layer: Layer, project: Project) -> UnionAreas:
+    """Return the union areas of a polygon layer's features, measured as the project says.
+
+    Features that overlap nothing count their own area; only clusters of
+    overlapping features are unioned. Two features that GEOS's coverage check
+    finds clean are known apart without the exact test.
+    """
+    geoms = np.asarray(layer.frame.geometry.array, dtype=object)
+    clean = clean_features(layer.frame)
+
+    def apart(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return np.asarray(clean[i] & clean[j], dtype=bool)
+
+    return UnionAreas(
+        geoms,
+        area_m2(geoms, project.working_crs, project.area),
+        project.working_crs,
+        project.area,
+        known_apart=apart,
+    )
+
+
+OVERLAP_MIN_M2 = 0.01
+"""Two features overlap when they share at least this much (m²): less is a sliver."""
+
+
+def layer_overlaps(layer: Layer, unions: UnionAreas) -> dict[str, Any]:
+    """Return a polygon layer's area (the union of its features) and where its features overlap.
+
+    ``area_m2`` is the land the layer covers, counted once; ``overlaps`` counts
+    the features that share at least :data:`OVERLAP_MIN_M2` with another, the
+    land drawn more than once (the features' areas beyond the union) and the
+    first ids.
+    """
+    i, j = unions.pairs
+    # interiors that meet over less than a survey's precision are slivers of
+    # shared edges drawn twice, not land drawn twice
+    shared = area_m2(
+        shapely.intersection(unions.geoms[i], unions.geoms[j]),
+        unions.crs,
+        unions.mode,
+    )
+    keep = shared >= OVERLAP_MIN_M2
+    i, j = i[keep], j[keep]
+    total = unions.total()
+    both = np.unique(np.concatenate([i, j]))
+    ids = [str(v) for v in layer.frame.index[both[:10]]]
+    drawn = float(unions.areas.sum()) - total
+    return {
+        "area_m2": round(total, 2),
+        "area_mu": round(to_mu(total), 4),
+        "overlaps": {
+            "features": len(both),
+            "pairs": len(i),
+            "area_m2": round(max(drawn, 0.0), 2),
+            "area_mu": round(to_mu(max(drawn, 0.0)), 4),
+            "ids": ids,
+        },
+    }
+
+
+def class_areas(
+    layer: Layer, project: Project, *, unions: UnionAreas | None = None
+) -> pd.DataFrame:
     """Return features and area (m², 亩) per class of a loaded layer, largest first.
 
-    The area is of the features as they are (overlaps inside the layer count twice).
+    A class's area is the union of its features: where two features of a class
+    overlap, the land counts once (:func:`layer_unions`, reused when given).
     """
     frame = layer.frame
     if frame.empty or layer.family != "polygon":
         return pd.DataFrame({"class": [], "features": [], "area_m2": [], "area_mu": []})
-    areas = area_m2(
-        np.asarray(frame.geometry.array, dtype=object),
-        project.working_crs,
-        project.area,
+    unions = unions if unions is not None else layer_unions(layer, project)
+    keys = (
+        frame[CLASS_COL]
+        .fillna(_NO_CLASS if layer.spec.class_field is None else "<unmapped>")
+        .astype(str)
+        .to_numpy(dtype=object)
     )
-    df = pd.DataFrame(
+    area = {str(k): v for k, v in unions.by(keys).items()}
+    counts = {str(k): int(v) for k, v in pd.Series(keys).value_counts().items()}
+    names = sorted(area)
+    out = pd.DataFrame(
         {
-            "class": frame[CLASS_COL]
-            .fillna(_NO_CLASS if layer.spec.class_field is None else "<unmapped>")
-            .astype(str)
-            .to_numpy(),
-            "area_m2": areas,
+            "class": names,
+            "features": [counts[k] for k in names],
+            "area_m2": [area[k] for k in names],
         }
-    )
-    out = (
-        df.groupby("class", sort=True)
-        .agg(features=("area_m2", "size"), area_m2=("area_m2", "sum"))
-        .reset_index()
     )
     out["area_mu"] = to_mu(out["area_m2"])
     return out.sort_values(

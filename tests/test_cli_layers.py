@@ -66,6 +66,15 @@ def test_demo_layers_json(tmp_path):
     # every area figure is in m² and 亩 consistently
     for c in data["tugui"]["classes"]:
         assert c["area_mu"] == pytest.approx(c["area_m2"] * 15 / 10000, abs=0.01)
+    # the plans' own overlaps are named, and the areas count them once
+    assert data["tugui"]["overlaps"]["features"] == 0
+    assert sum(c["area_m2"] for c in data["tugui"]["classes"]) == pytest.approx(
+        data["tugui"]["area_m2"], rel=1e-9
+    )
+    over = data["chenggui"]["overlaps"]
+    assert over["features"] > 1000
+    assert over["area_mu"] > 1000
+    assert len(over["ids"]) == 10
 
 
 def project_copy(tmp_path):

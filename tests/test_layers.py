@@ -532,3 +532,42 @@ def test_raster_without_crs_and_in_old_datum(write_manifest, tmp_path):
     layer_error(write_manifest, "declares no CRS", path="nocrs.tif", kind="raster")
     write_raster(tmp_path / "x80.tif", np.ones((3, 3)), crs="EPSG:2385")
     layer_error(write_manifest, "Xian 1980", path="x80.tif", kind="raster")
+
+
+def test_class_areas_count_land_drawn_twice_once(write_manifest, tmp_path):
+    """A class's area is the union of its features; overlaps are counted and named,
+    and edges that touch along a sliver are not overlaps."""
+    from multiplan.describe import describe_layer
+
+    g = gpd.GeoDataFrame(
+        {
+            "BSM": ["a", "b", "c", "d"],
+            "DLBM": ["0101", "0101", "0101", "0701"],
+        },
+        geometry=[
+            shapely.box(X0, Y0, X0 + 100, Y0 + 100),
+            shapely.box(X0 + 50, Y0, X0 + 150, Y0 + 100),  # half over a
+            shapely.box(X0 + 150 - 1e-7, Y0, X0 + 250, Y0 + 100),  # a sliver over b
+            shapely.box(X0 + 300, Y0, X0 + 400, Y0 + 100),
+        ],
+        crs="EPSG:4549",
+    )
+    g.to_file(tmp_path / "o.gpkg")
+    layer, project = load(
+        write_manifest,
+        path="o.gpkg",
+        class_field="DLBM",
+        classification="gbt21010",
+        id_field="BSM",
+    )
+    areas = class_areas(layer, project).set_index("class")
+    land = shapely.union_all(g.geometry[:3].to_numpy()).area
+    assert areas.loc["0101", "area_m2"] == pytest.approx(land, rel=1e-12)
+    assert land == pytest.approx(25_000)
+    assert areas.loc["0101", "features"] == 3
+    assert areas.loc["0701", "area_m2"] == pytest.approx(10_000)
+    d = describe_layer(layer, project)
+    assert d["area_m2"] == pytest.approx(35_000, abs=0.01)
+    assert d["overlaps"]["features"] == 2
+    assert d["overlaps"]["ids"] == ["a", "b"]
+    assert d["overlaps"]["area_m2"] == pytest.approx(5_000, abs=0.01)
