@@ -12,6 +12,7 @@ before levels existed (SPEC §6's form).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,7 +22,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan.areas import area_m2
+from multiplan.areas import area_m2, overlap_pairs, to_mu
+from multiplan.errors import LayerError
 from multiplan.labels import label
 from multiplan.layers import Layers, unit_names
 from multiplan.noding import covering_pairs, node_faces
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
     from multiplan.labels import Lang
     from multiplan.specs import Project
+
+logger = logging.getLogger(__name__)
 
 GRID_LEVEL = "grid"
 """The name of the grid's level: its column in conflicts.gpkg and its ``level`` in the tables."""
@@ -157,7 +161,8 @@ def build_levels(project: Project, layers: Layers) -> Levels | None:
     Raises
     ------
     LayerError
-        For a unit with no name, or two units of one level with one name.
+        For a unit with no name, two units of one level with one name, or two
+        units of one level that overlap (:func:`check_units_apart`).
     """
     names = level_names(project)
     if not names:
@@ -169,6 +174,7 @@ def build_levels(project: Project, layers: Layers) -> Levels | None:
         labels = unit_names(project, layers, name)
         sets[name] = (geoms, labels)
         own[name] = _areas(project, geoms, labels)
+        check_units_apart(project, layers, name, labels)
     grid = None
     if project.grid:
         grid = grid_cells(project, layers)
@@ -181,6 +187,61 @@ def build_levels(project: Project, layers: Layers) -> Levels | None:
         return Levels(names, geoms, {names[0]: labels}, own, grid)
     cells, cell_labels = _cells(names, sets)
     return Levels(names, cells, cell_labels, own, grid)
+
+
+UNIT_OVERLAP_SHARE = 0.01
+"""Two units of one level that share this share of the smaller one overlap: exit 2."""
+
+
+def check_units_apart(
+    project: Project, layers: Layers, name: str, labels: np.ndarray
+) -> None:
+    """Refuse units of one level drawn over each other; count the slivers they share.
+
+    Land in two units of one level would be given to one of them, and the
+    other's figures would silently miss it. Two units that share at least
+    :data:`UNIT_OVERLAP_SHARE` of the smaller one's area are an error; less is a
+    sliver of a boundary digitised twice, given to one of the two and logged.
+
+    Raises
+    ------
+    LayerError
+        Naming the two units, the land they share and the fix.
+    """
+    geoms = np.asarray(layers[name].geometry.array, dtype=object)
+    i, j = overlap_pairs(geoms)
+    if not len(i):
+        return
+    crs, mode = project.working_crs, project.area
+    shared = area_m2(shapely.intersection(geoms[i], geoms[j]), crs, mode)
+    own = area_m2(geoms, crs, mode)
+    share = shared / np.maximum(np.minimum(own[i], own[j]), 1e-9)
+    worst = int(np.argmax(share))
+    if share[worst] >= UNIT_OVERLAP_SHARE:
+        big = int((share >= UNIT_OVERLAP_SHARE).sum())
+        a, b = labels[i[worst]], labels[j[worst]]
+        raise LayerError(
+            f"{big} pair{'s' if big > 1 else ''} of units overlap; {a} and {b} share "
+            f"{shared[worst]:,.2f} m² ({to_mu(shared[worst]):,.2f} 亩, "
+            f"{share[worst]:.1%} of the smaller)",
+            path=layers.layer(name).spec.source,
+            layer=name,
+            feature=f"{a}, {b}",
+            hint="Units of one level must not overlap: land in two units would be "
+            "counted in only one of them. Fix the border between them",
+        )
+    slivers = shared >= 0.01
+    if slivers.any():
+        n = int(slivers.sum())
+        logger.warning(
+            "units %s: %d %s of units share slivers along their borders (%.2f m² in all, "
+            "at most %.3f%% of a unit); each sliver is counted in one of the two",
+            name,
+            n,
+            "pairs" if n > 1 else "pair",
+            float(shared[slivers].sum()),
+            float(share[slivers].max()) * 100,
+        )
 
 
 def _areas(project: Project, geoms: np.ndarray, labels: np.ndarray) -> dict[str, float]:

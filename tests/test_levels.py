@@ -251,3 +251,27 @@ def test_the_ledger_names_the_level_of_every_row(tmp_path):
     assert [row[8:11] for row in rule[1:-1]] == list(
         mine[["towns", "communities", "grid"]].itertuples(index=False, name=None)
     )
+
+
+def test_units_drawn_over_each_other_are_refused(tmp_path, caplog):
+    """Land in two towns would be counted in one: exit 2 naming both; a sliver is logged."""
+    write(tmp_path, units='["towns", "communities"]')
+    towns = [box(0, 0, 200, 100), box(100, 0, 300, 100)]
+    gpd.GeoDataFrame(
+        {"name": ["甲镇", "乙镇"]}, geometry=towns, crs="EPSG:4549"
+    ).to_file(tmp_path / "towns.gpkg")
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "p.toml"), "--no-map"])
+    assert r.exit_code == 2
+    assert "layer towns" in r.output
+    assert "甲镇 and 乙镇 share 10,000.00 m² (15.00 亩" in r.output
+    assert not (tmp_path / "out").exists()
+    # a border digitised twice, 1 cm wide: the run goes on and says so
+    towns = [box(0, 0, 150.01, 100), box(150, 0, 300, 100)]
+    gpd.GeoDataFrame(
+        {"name": ["甲镇", "乙镇"]}, geometry=towns, crs="EPSG:4549"
+    ).to_file(tmp_path / "towns.gpkg")
+    with caplog.at_level("WARNING", logger="multiplan.levels"):
+        result = multiplan.check(read_project(tmp_path / "p.toml"))
+    assert "1 pair of units share slivers" in caplog.text
+    assert "(1.00 m² in all" in caplog.text
+    assert set(result.units["unit"].dropna()) >= {"甲镇", "乙镇"}
