@@ -32,6 +32,7 @@ from multiplan.noding import (
     covering_pairs,
     node_faces,
     reading_order,
+    report_mixed,
     study_boundary,
 )
 from multiplan.outputs import OutputFolder, write_set
@@ -331,8 +332,11 @@ def edition_faces(
         keep[covering_pairs(nodes, a)[0]] = True
         keep[covering_pairs(nodes, b)[0]] = True
         nodes = nodes.take(keep)
-    old_id, old_cls = cover(nodes, layers[old], workers=workers)
-    new_id, new_cls = cover(nodes, layers[new], workers=workers)
+    area = area_m2(nodes.geoms, project.working_crs, project.area)
+    was, now = (cover(nodes, layers[n], workers=workers) for n in (old, new))
+    report_mixed(old, was, area)
+    report_mixed(new, now, area)
+    old_id, old_cls, new_id, new_cls = was.ids, was.classes, now.ids, now.classes
     lo, ln = class_at(old_cls, level), class_at(new_cls, level)
     has_old = np.array([v is not None for v in old_id], dtype=bool)
     has_new = np.array([v is not None for v in new_id], dtype=bool)
@@ -349,7 +353,6 @@ def edition_faces(
         "change": change,
     }
     data.update(units_in(levels, nodes))
-    area = area_m2(nodes.geoms, project.working_crs, project.area)
     frame = gpd.GeoDataFrame(
         {k: pd.Series(v, dtype=object) for k, v in data.items()},
         geometry=gpd.array.from_shapely(nodes.geoms, crs=project.crs),

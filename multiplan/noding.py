@@ -11,13 +11,15 @@ of units (:mod:`multiplan.levels`).
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import shapely
 
+from multiplan.areas import to_mu
 from multiplan.facetiles import FaceNoding, start_noding
 from multiplan.layers import CLASS_COL
 from multiplan.overlay import parallel_map
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 CLEARANCE_M = 0.05
 """A face whose interior point lies closer than this to its own boundary is attributed by area."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -205,20 +209,35 @@ def build_faces(
     return node_faces(polygon_sets, boundary).geoms
 
 
-def cover(
-    faces: Faces, frame: pd.DataFrame, *, workers: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each face: the covering features' ids (sorted as text, comma-joined) and the first one's class."""
+class Cover(NamedTuple):
+    """What covers each face of one layer (:func:`cover`)."""
+
+    ids: np.ndarray
+    """The covering features' ids, sorted as text and comma-joined; ``None`` where none."""
+    classes: np.ndarray
+    """The class of the first covering feature (by id as text) that has one."""
+    mixed: np.ndarray
+    """Whether the covering features hold more than one class: the layer contradicts itself there."""
+
+
+def cover(faces: Faces, frame: pd.DataFrame, *, workers: int = 1) -> Cover:
+    """For each face: the covering features' ids (sorted as text, comma-joined) and the first one's class.
+
+    A face inside several features of the layer that hold different classes is
+    marked ``mixed``: its class is the first feature's, and the caller reports
+    it (:func:`report_mixed`).
+    """
     n = len(faces.geoms)
     ids = np.full(n, None, dtype=object)
     cls = np.full(n, None, dtype=object)
+    mixed = np.zeros(n, dtype=bool)
     if not len(frame) or not n:
-        return ids, cls
+        return Cover(ids, cls, mixed)
     pi, fi = covering_pairs(
         faces, np.asarray(frame.geometry.array, dtype=object), workers=workers
     )
     if not len(pi):
-        return ids, cls
+        return Cover(ids, cls, mixed)
     fid = np.array([str(v) for v in frame.index], dtype=object)[fi]
     fcls = frame[CLASS_COL].to_numpy(dtype=object)[fi]
     # most faces lie in one feature of a layer: no sorting or joining for those
@@ -226,7 +245,7 @@ def cover(
     ids[pi[single]] = fid[single]
     cls[pi[single]] = fcls[single]
     if single.all():
-        return ids, cls
+        return Cover(ids, cls, mixed)
     pi, fid, fcls = pi[~single], fid[~single], fcls[~single]
     _, code = np.unique(fid.astype(str), return_inverse=True)
     order = np.lexsort((code, pi))  # by face, then id as text
@@ -235,7 +254,33 @@ def cover(
     ids[faces_at] = [",".join(g) for g in id_runs]
     # the class of the first covering feature that has one
     cls[faces_at] = [next((c for c in g if c is not None), None) for g in cls_runs]
-    return ids, cls
+    mixed[faces_at] = [len({c for c in g if c is not None}) > 1 for g in cls_runs]
+    return Cover(ids, cls, mixed)
+
+
+def report_mixed(
+    name: str, found: Cover, area_m2: np.ndarray, *, what: str = "face"
+) -> int:
+    """Log the faces that lie in features of layer ``name`` with different classes; return their number.
+
+    Such a face shows the class of the first feature by id (:func:`cover`); the
+    warning gives how many, their land in 亩 and the first features' ids, so
+    the plan's owner can mend the overlap.
+    """
+    count = int(found.mixed.sum())
+    if count:
+        ids = list(dict.fromkeys(found.ids[found.mixed]))
+        logger.warning(
+            "%d %ss (%.2f 亩) lie in features of %s with different classes (%s%s): "
+            "each takes the class of its first feature by id",
+            count,
+            what,
+            to_mu(float(area_m2[found.mixed].sum())),
+            name,
+            "; ".join(ids[:5]),
+            "; …" if len(ids) > 5 else "",
+        )
+    return count
 
 
 def runs(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -44,6 +44,7 @@ from multiplan.noding import (
     face_lines,
     node_faces,
     reading_order,
+    report_mixed,
     runs,
     study_boundary,
 )
@@ -305,14 +306,17 @@ def fuse_layers(
     fused, polygons, boundary = fusion_inputs(project, layers)
     nodes = node_faces(polygons, boundary, workers=workers, started=started)
     faces, pts = nodes.geoms, nodes.points
+    area = area_m2(faces, project.working_crs, project.area)
     data: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
+    mixed = 0
     for i, n in enumerate(fused):
         progress("attributing", i, len(fused), n)
-        ids, cls = cover(nodes, layers[n], workers=workers)
-        data[f"{n}_id"] = ids
-        data[f"{n}_class"] = cls
-        per_class[n] = cls
+        found = cover(nodes, layers[n], workers=workers)
+        data[f"{n}_id"] = found.ids
+        data[f"{n}_class"] = found.classes
+        per_class[n] = found.classes
+        mixed += report_mixed(n, found, area)
     resolved = np.full(len(faces), None, dtype=object)
     source = np.full(len(faces), None, dtype=object)
     for n in reversed([p for p in spec.priority if p in fused]):
@@ -330,7 +334,6 @@ def fuse_layers(
             spec.compare,
             project,
         )
-    area = area_m2(faces, project.working_crs, project.area)
     data["area_m2"] = area
     data["area_mu"] = to_mu(area)
     frame = gpd.GeoDataFrame(
@@ -358,6 +361,7 @@ def fuse_layers(
         notes={
             "faces": len(faces),
             "faces_attributed_by_area": int(nodes.doubtful.sum()),
+            "faces_of_mixed_class": mixed,
         },
         layers=layers,
         workers=workers,

@@ -125,6 +125,25 @@ def test_hand_built_editions_give_the_known_transitions(tmp_path):
     assert d.transitions_by_unit.columns[0] == "unit"
 
 
+def test_an_edition_drawn_over_itself_with_two_classes_is_reported(tmp_path, caplog):
+    """Land in two features of one edition with different classes is named in a warning."""
+    new = [
+        *NEW,
+        ("d", "0101", box(120, 0, 160, 100)),
+    ]  # over b (0701) from x = 120 to 150
+    project = write_project(tmp_path, OLD, new)
+    with caplog.at_level("WARNING", logger="multiplan.noding"):
+        d = multiplan.diff(project, "tg2020", "tg2024")
+    mixed = d.changes[d.changes["new_id"] == "b,d"]
+    assert mixed["area_m2"].sum() == pytest.approx(30 * 100)
+    assert set(mixed["new_class"]) == {"0701"}  # b's, first by id
+    [message] = [m for m in caplog.messages if "different classes" in m]
+    assert "of tg2024" in message
+    assert "b,d" in message
+    assert "4.50 亩" in message
+    assert "of tg2020" not in " ".join(caplog.messages)
+
+
 def test_level_two_tells_paddy_from_dry_land(tmp_path):
     new = [("a", "0102", box(0, 0, 100, 100)), ("b", "0701", box(100, 0, 200, 100))]
     project = write_project(tmp_path, OLD, new, units=False)

@@ -140,6 +140,29 @@ def test_faces_by_hand(plans):
     )  # the union inside the boundary
 
 
+def test_a_plan_drawn_over_itself_with_two_classes_is_reported(plans, caplog):
+    """A face inside two 城规 plots of different classes takes the first's, and says so."""
+    project, layers = plans(
+        chenggui=[
+            ("c1", "R21", box(0, 0, 150, 100)),
+            ("c2", "E2", box(100, 0, 300, 100)),  # over c1 from x = 100 to 150
+            ("c3", "E2", box(250, 0, 300, 100)),  # over c2, the same class
+        ]
+    )
+    with caplog.at_level("WARNING", logger="multiplan.noding"):
+        r = fuse_layers(project, layers)
+    both = r.faces[r.faces["chenggui_id"] == "c1,c2"]
+    assert both["area_m2"].sum() == pytest.approx(50 * 100)
+    assert set(both["chenggui_class"]) == {"070102"}  # c1's, first by id
+    assert r.notes["faces_of_mixed_class"] == len(both)
+    assert (r.faces["chenggui_id"] == "c2,c3").any()  # one class: not reported
+    [message] = [m for m in caplog.messages if "different classes" in m]
+    assert "of chenggui" in message
+    assert "c1,c2" in message
+    assert "c2,c3" not in message
+    assert "7.50 亩" in message  # 5 000 m²
+
+
 def test_patches_dissolve_and_are_numbered(plans):
     project, layers = plans()
     r = fuse_layers(project, layers)
@@ -340,7 +363,7 @@ def test_every_face_lies_in_the_features_it_names():
     faces = node_faces([a.geometry.values, b.geometry.values], None)
     for frame in (a, b):
         frame["_class"] = "01"
-        ids, _ = _cover(faces, frame)
+        ids = _cover(faces, frame).ids
         for i, face in enumerate(faces.geoms):
             want = _area_truth(face, frame)
             assert (ids[i].split(",") if ids[i] else []) == want, (i, face.area)
@@ -375,10 +398,11 @@ def test_attribution_by_threads_equals_one_thread_and_a_brute_force():
     p2, g2 = covering_pairs(one, boxes, workers=2)
     assert p1.tolist() == p2.tolist()
     assert g1.tolist() == g2.tolist()
-    ids1, cls1 = _cover(one, frame, workers=1)
-    ids2, cls2 = _cover(one, frame, workers=2)
+    ids1, cls1, mixed1 = _cover(one, frame, workers=1)
+    ids2, cls2, mixed2 = _cover(one, frame, workers=2)
     assert ids1.tolist() == ids2.tolist()
     assert cls1.tolist() == cls2.tolist()
+    assert mixed1.tolist() == mixed2.tolist()
     assert sum("," in i for i in ids1) > 1000  # many faces lie in several features
     tree = shapely.STRtree(boxes)
     sure = np.flatnonzero(~one.doubtful)
@@ -388,3 +412,4 @@ def test_attribution_by_threads_equals_one_thread_and_a_brute_force():
         assert ids1[i] == ",".join(names)
         classes = [frame.loc[k, "_class"] for k in names]
         assert cls1[i] == next((c for c in classes if c is not None), None)
+        assert mixed1[i] == (len({c for c in classes if c is not None}) > 1)
