@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyproj import CRS
 
+    Valuer = Callable[[list[np.ndarray], np.ndarray, np.ndarray], np.ndarray]
+    """Values clusters of pieces: ``(members, their unions, the unions' areas in m²)`` → 元."""
+
 logger = logging.getLogger(__name__)
 
 M2_PER_MU = 10000.0 / 15.0
@@ -190,6 +193,10 @@ class UnionAreas:
     known_apart
         Optional: given candidate pairs ``(i, j)``, which cannot overlap (so need
         no exact test).
+    values, valuer
+        Optional: each piece's land value at stake (NaN: none), and how to value
+        the union of a cluster of pieces (:func:`multiplan.values.union_valuer`),
+        for ``contributions(..., measure="value")``.
 
     Examples
     --------
@@ -211,6 +218,8 @@ class UnionAreas:
         *,
         workers: int = 1,
         known_apart: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        values: np.ndarray | None = None,
+        valuer: Valuer | None = None,
     ) -> None:
         self.geoms = np.asarray(geoms, dtype=object)
         self.areas = np.asarray(areas, dtype=float)
@@ -218,9 +227,13 @@ class UnionAreas:
         self.mode = mode
         self.workers = workers
         self.known_apart = known_apart
+        self.values = None if values is None else np.asarray(values, dtype=float)
+        self.valuer = valuer
         self.snapped = 0
         self._pairs: tuple[np.ndarray, np.ndarray] | None = None
         self._cluster_area: dict[tuple[int, ...], float] = {}
+        self._cluster_union: dict[tuple[int, ...], shapely.Geometry] = {}
+        self._cluster_value: dict[tuple[int, ...], float] = {}
 
     @property
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
@@ -232,11 +245,16 @@ class UnionAreas:
         return self._pairs
 
     def by(
-        self, keys: Sequence[Hashable] | np.ndarray, *, mask: np.ndarray | None = None
+        self,
+        keys: Sequence[Hashable] | np.ndarray,
+        *,
+        mask: np.ndarray | None = None,
+        measure: str = "area",
     ) -> dict[Hashable, float]:
-        """Return the area of the union of the pieces of each key, in order of first appearance.
+        """Return the area (or value) of the union of the pieces of each key, in order of first appearance.
 
-        Pieces where ``mask`` is false are left out.
+        Pieces where ``mask`` is false are left out; ``measure`` as in
+        :meth:`contributions`.
         """
         keys = np.asarray(keys, dtype=object)
         live = (
@@ -244,19 +262,35 @@ class UnionAreas:
             if mask is None
             else np.asarray(mask, dtype=bool)
         )
-        return add_up(keys, self.contributions(keys, mask=live), mask=live)
+        return add_up(
+            keys, self.contributions(keys, mask=live, measure=measure), mask=live
+        )
 
     def contributions(
-        self, keys: Sequence[Hashable] | np.ndarray, *, mask: np.ndarray | None = None
+        self,
+        keys: Sequence[Hashable] | np.ndarray,
+        *,
+        mask: np.ndarray | None = None,
+        measure: str = "area",
     ) -> np.ndarray:
-        """Return what each piece adds to the union area of its key.
+        """Return what each piece adds to the union area (or value) of its key.
 
         A piece that overlaps no other piece of its key adds its own area; the
         first piece of a cluster of overlapping pieces of one key adds the area
         of the cluster's union, and the others 0. :func:`add_up` sums them per
         key, in the pieces' order, so that the same pieces give the same sums
         bit for bit however the work was cut (SPEC §12).
+
+        With ``measure="value"`` (when built with ``values`` and a ``valuer``),
+        the same holds for the land value at stake: a lone piece adds its own
+        value (none when it has none), a cluster the value of its union as the
+        ``valuer`` measures it, so that land is valued once.
         """
+        if measure not in ("area", "value"):
+            raise ValueError(f"measure is 'area' or 'value', not {measure!r}")
+        if measure == "value" and (self.values is None or self.valuer is None):
+            raise ValueError("values were not given: no value to add up")
+        own = self.areas if measure == "area" else np.nan_to_num(self.values, nan=0.0)  # type: ignore[arg-type]
         keys = np.asarray(keys, dtype=object)
         live = (
             np.ones(len(keys), dtype=bool)
@@ -272,13 +306,17 @@ class UnionAreas:
         labels = components(len(keys), i[same], j[same])  # a cluster's first piece
         sizes = np.bincount(labels, minlength=len(keys))
         single = live & (sizes[labels] == 1)
-        out[single] = self.areas[single]
+        out[single] = own[single]
         clustered = np.flatnonzero(live & ~single)
         if len(clustered):
             order = clustered[np.argsort(labels[clustered], kind="stable")]
             starts = np.r_[0, np.flatnonzero(np.diff(labels[order])) + 1]
             members = np.split(order, starts[1:])
-            out[[m[0] for m in members]] = self._union_areas(members)
+            out[[m[0] for m in members]] = (
+                self._union_areas(members)
+                if measure == "area"
+                else self._union_values(members)
+            )
         return out
 
     def total(self, mask: np.ndarray | None = None) -> float:
@@ -290,9 +328,24 @@ class UnionAreas:
         if todo:
             unions = self._unions(todo)
             measured = area_m2(np.array(unions, dtype=object), self.crs, self.mode)
-            for c, a in zip(todo, measured, strict=True):
+            for c, a, u in zip(todo, measured, unions, strict=True):
                 self._cluster_area[tuple(c.tolist())] = float(a)
+                if self.valuer is not None:  # valued later: keep the union
+                    self._cluster_union[tuple(c.tolist())] = u
         return [self._cluster_area[tuple(c.tolist())] for c in clusters]
+
+    def _union_values(self, clusters: list[np.ndarray]) -> list[float]:
+        assert self.valuer is not None
+        todo = [c for c in clusters if tuple(c.tolist()) not in self._cluster_value]
+        if todo:
+            self._union_areas(todo)
+            keys = [tuple(c.tolist()) for c in todo]
+            unions = np.array([self._cluster_union[k] for k in keys], dtype=object)
+            areas = np.array([self._cluster_area[k] for k in keys], dtype=float)
+            valued = self.valuer(todo, unions, areas)
+            for k, v in zip(keys, valued, strict=True):
+                self._cluster_value[k] = 0.0 if np.isnan(v) else float(v)
+        return [self._cluster_value[tuple(c.tolist())] for c in clusters]
 
     def _unions(self, clusters: list[np.ndarray]) -> list[shapely.Geometry]:
         """Union clusters: small ones a bucket at a time (rows of a padded array), big ones alone."""

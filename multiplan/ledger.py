@@ -202,11 +202,7 @@ def check_ledger(
     total = totals.get("all", 0.0)
     row = [L("district_total"), None, None, len(pieces), total, to_mu(total)]
     if has_value:
-        row.append(
-            float(np.nansum(pieces["value_yuan"].to_numpy(dtype=float)))
-            if len(pieces)
-            else 0.0
-        )
+        row.append(float(totals.get("value", 0.0)))  # land valued once
     head.totals.append(row)
     for sev in ("high", "medium", "low"):
         if totals.get(sev):

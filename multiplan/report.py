@@ -141,9 +141,9 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         )
     total = result.totals.get("all", 0.0)
     value_total = (
-        f"<td class='n'>{float(np.nansum(result.attributes['value_yuan'].to_numpy(dtype=float))):,.0f}</td>"
-        if has_value and len(result.attributes)
-        else ("<td></td>" if has_value else "")
+        f"<td class='n'>{result.totals.get('value', 0.0):,.0f}</td>"
+        if has_value
+        else ""
     )
     parts.append(
         f"<tr class='total'><td colspan='3'><b>{L('district_total')}</b></td><td class='n'>{len(result.attributes):,}</td>"

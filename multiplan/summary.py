@@ -79,6 +79,9 @@ def summarise(
     unions = piece_unions(pieces, project, workers=workers, layers=layers, rules=rules)
     keys = summary_keys(pieces, unit_columns(levels, names))
     areas = {name: unions.by(k) for name, k in keys.items()}
+    if unions.valuer is not None:
+        for name in VALUED:
+            areas[f"value:{name}"] = unions.by(keys[name], measure="value")
     return summary_tables(pieces, rules, project, areas, levels, unions.snapped)
 
 
@@ -111,6 +114,10 @@ def summary_keys(
     return keys
 
 
+VALUED = ("rule", "all")
+"""The groupings whose land value at stake is reported (summary.csv, the district total)."""
+
+
 def summary_tables(
     pieces: pd.DataFrame,
     rules: Sequence[Rule],
@@ -124,7 +131,9 @@ def summary_tables(
     ``pieces`` needs the attribute columns only (no geometry).
     """
     names = level_names(project)
-    summary = build_summary(pieces, rules, areas["rule"])
+    summary = build_summary(
+        pieces, rules, areas["rule"], values=areas.get("value:rule")
+    )
     by_unit = units = None
     if names:
         own = levels.own if levels is not None else {}
@@ -148,6 +157,8 @@ def summary_tables(
         "all": areas["all"].get(0, 0.0),
         **{s: areas["severity"].get(s, 0.0) for s in SEVERITIES},
     }
+    if "value:all" in areas:
+        totals["value"] = areas["value:all"].get(0, 0.0)
     return Summaries(summary, by_unit, units, totals, snapped)
 
 
@@ -180,6 +191,13 @@ def piece_unions(
         if layers is not None and len(pieces)
         else None
     )
+    values = valuer = None
+    revenue = project.yield_.revenue if project.yield_ is not None else None
+    if "value_yuan" in pieces.columns and revenue is not None and layers is not None:
+        from multiplan.values import union_valuer
+
+        values = pieces["value_yuan"].to_numpy(dtype=float)
+        valuer = union_valuer(pieces, geoms, project, revenue, layers)
     return UnionAreas(
         geoms,
         areas,
@@ -187,6 +205,8 @@ def piece_unions(
         project.area,
         workers=workers,
         known_apart=apart,
+        values=values,
+        valuer=valuer,
     )
 
 
@@ -353,17 +373,18 @@ def build_summary(
     rules: Sequence[Rule],
     area: Mapping[Any, float],
     *,
+    values: Mapping[Any, float] | None = None,
     lang: str = "zh",
 ) -> pd.DataFrame:
     """Return summary.csv: one row per rule in pack order, rules without pieces included.
 
-    With land yield, ``value_yuan`` is the land value at stake summed over the
-    rule's pieces (the value of a union of pieces of different classes is not
-    defined).
+    With land yield, ``values`` gives ``value_yuan``, the land value at stake on
+    the union of the rule's pieces (land counted once, :func:`multiplan.values.union_valuer`).
     """
     rid = _column(pieces, "rule_id")
     has_value = "value_yuan" in pieces.columns
-    values = pieces["value_yuan"].to_numpy(dtype=float) if has_value else np.zeros(0)
+    if has_value and values is None:
+        raise ValueError("pieces with value_yuan need the values of their unions")
     rows = []
     for r in rules:
         mine = rid == r.id
@@ -377,7 +398,8 @@ def build_summary(
             "area_mu": to_mu(a),
         }
         if has_value:
-            row["value_yuan"] = float(np.nansum(values[mine]))
+            assert values is not None
+            row["value_yuan"] = values.get(r.id, 0.0)
         rows.append(row)
     out = pd.DataFrame(
         rows, columns=[*SUMMARY_COLUMNS, *(["value_yuan"] if has_value else [])]

@@ -30,6 +30,7 @@ from multiplan.memory import release
 from multiplan.pieces import concat_pieces, sort_order, sort_pieces
 from multiplan.piecestore import PieceStore
 from multiplan.summary import (
+    VALUED,
     Summaries,
     layer_cleans,
     piece_unions,
@@ -131,9 +132,11 @@ class TileSummaries:
         reach = np.zeros(n, dtype=bool)
         reach[cluster[self._on_border(tile)]] = True
         kept = reach[cluster]
-        for name, keys in summary_keys(tile, self.unit_cols).items():
+        groups = summary_keys(tile, self.unit_cols)
+        for name, keys in self._measured(groups, unions):
+            measure = "value" if name.startswith("value:") else "area"
             self._contrib.setdefault(name, []).append(
-                unions.contributions(keys, mask=~kept)
+                unions.contributions(keys, mask=~kept, measure=measure)
             )
         self._kept.append(geoms[kept])
         self._kept_at.append(self._count + np.flatnonzero(kept))
@@ -150,6 +153,16 @@ class TileSummaries:
             geoms=geoms,
             cleans=self.cleans,
         )
+
+    @staticmethod
+    def _measured(
+        groups: Mapping[str, np.ndarray], unions: UnionAreas
+    ) -> list[tuple[str, np.ndarray]]:
+        """Return the groupings to add up: every area, and the values of :data:`VALUED`."""
+        out = list(groups.items())
+        if unions.valuer is not None:
+            out += [(f"value:{name}", groups[name]) for name in VALUED]
+        return out
 
     def _on_border(self, tile: pd.DataFrame) -> np.ndarray:
         out = np.zeros(len(tile), dtype=bool)
@@ -187,8 +200,10 @@ class TileSummaries:
         if len(at):
             kept = attributes.iloc[at].reset_index(drop=True)
             unions = self._unions(kept, geoms)
-            for name, keys in summary_keys(kept, self.unit_cols).items():
-                contrib[name][at] = unions.contributions(keys)
+            groups = summary_keys(kept, self.unit_cols)
+            for name, keys in self._measured(groups, unions):
+                measure = "value" if name.startswith("value:") else "area"
+                contrib[name][at] = unions.contributions(keys, measure=measure)
             self.snapped += unions.snapped
             logger.info(
                 "%d of %d pieces lie near a tile's edge and were unioned across tiles",
@@ -197,6 +212,10 @@ class TileSummaries:
             )
         every = summary_keys(attributes, self.unit_cols)
         areas = {name: add_up(every[name], contrib[name]) for name in every}
+        if "value_yuan" in attributes.columns:
+            for name in VALUED:
+                part = contrib.get(f"value:{name}", np.zeros(len(attributes)))
+                areas[f"value:{name}"] = add_up(every[name], part)
         return summary_tables(
             attributes, self.rules, self.project, areas, self.levels, self.snapped
         )

@@ -4,6 +4,7 @@ import math
 
 import geopandas as gpd
 import numpy as np
+import openpyxl
 import pandas as pd
 import pytest
 import rasterio
@@ -391,6 +392,115 @@ revenue = { table = "rev.csv" }
     assert v == pytest.approx({"a": 7.5 * 3_000_000, "b": 7.5 * 500_000})
     s = result.summary.set_index("rule_id")
     assert s.loc["R", "value_yuan"] == pytest.approx(7.5 * 3_500_000)
+
+
+def _overlapping_value_project(tmp_path, revenue):
+    """Two plots drawn over each other, a zone over both, two rules hitting the same land."""
+    plan = gpd.GeoDataFrame(
+        {"code": ["R21", "M1"], "pid": ["a", "b"]},
+        geometry=[
+            shapely.box(X0, Y0, X0 + 120, Y0 + 100),
+            shapely.box(X0 + 60, Y0 + 10, X0 + 230, Y0 + 90),  # over a for 60 × 80 m
+        ],
+        crs="EPSG:4549",
+    )
+    zone = gpd.GeoDataFrame(
+        {"z": ["z1", "z2"]},
+        geometry=[
+            shapely.box(X0 - 10, Y0 - 10, X0 + 150, Y0 + 110),
+            shapely.box(
+                X0 + 100, Y0 - 10, X0 + 300, Y0 + 110
+            ),  # over z1: pieces overlap
+        ],
+        crs="EPSG:4549",
+    )
+    plan.to_file(tmp_path / "plan.gpkg")
+    zone.to_file(tmp_path / "zone.gpkg")
+    values = np.arange(8 * 6, dtype="float32").reshape(6, 8) * 3.0 + 100.0
+    with rasterio.open(
+        tmp_path / "lv.tif",
+        "w",
+        driver="GTiff",
+        width=8,
+        height=6,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4549",
+        transform=Affine(50.0, 0, X0 - 40, 0, -50.0, Y0 + 170),
+    ) as ds:
+        ds.write(values, 1)
+    (tmp_path / "rev.csv").write_text(
+        "code,yuan_per_mu\n0701,3000000\n10,500000\n", encoding="utf-8"
+    )
+    rule = {"title": "t", "a": {"layer": "plan"}, "b": {"layer": "zone"}}
+    (tmp_path / "pack.toml").write_text(
+        toml_dumps({"rule": [{"id": "R", **rule}, {"id": "S", **rule}]}),
+        encoding="utf-8",
+    )
+    (tmp_path / "p.toml").write_text(
+        f"""[project]
+name = "v"
+rules = ["pack.toml"]
+[layers.plan]
+path = "plan.gpkg"
+class_field = "code"
+classification = "gb50137"
+id_field = "pid"
+[layers.zone]
+path = "zone.gpkg"
+class = "eco_redline"
+id_field = "z"
+[layers.lv]
+path = "lv.tif"
+kind = "raster"
+[yield]
+revenue = {revenue}
+""",
+        encoding="utf-8",
+    )
+    return read_project(tmp_path / "p.toml")
+
+
+@pytest.mark.parametrize("tile_size", [None, 0.0, 60.0])
+def test_land_value_of_overlapping_pieces_counts_the_land_once(tmp_path, tile_size):
+    """A rule's value and the district's are the value of the union, not a sum over pieces."""
+    project = _overlapping_value_project(
+        tmp_path, '{ raster = "lv", unit = "yuan_per_m2" }'
+    )
+    layers = multiplan.read_layers(project)
+    result = multiplan.check(project, layers=layers, tile_size=tile_size)
+    pieces = result.pieces
+    assert len(pieces) == 8  # 2 plots × 2 zones × 2 rules
+    land = shapely.union_all(pieces.geometry.values)
+    raster = layers.layer("lv").raster
+    # an independent reference: pixel by pixel over the union, times its area
+    want = float(pixel_weighted_means(np.array([land]), raster, project.working_crs)[0])
+    want *= land.area
+    s = result.summary.set_index("rule_id")
+    assert s.loc["R", "value_yuan"] == pytest.approx(want, rel=1e-9)
+    assert s.loc["S", "value_yuan"] == s.loc["R", "value_yuan"]
+    assert result.totals["value"] == pytest.approx(want, rel=1e-9)
+    # the old figure, a sum over pieces, counted every bit of land two to four times
+    assert pieces["value_yuan"].sum() > 2.5 * want
+
+
+def test_land_value_by_rate_takes_the_highest_rate_where_plans_overlap(tmp_path):
+    project = _overlapping_value_project(tmp_path, '{ table = "rev.csv" }')
+    result = multiplan.check(project)
+    # a (0701, 3 000 000 元/亩) is 120 × 100 m; b (10, 500 000) adds 110 × 80 m of its own
+    want = 12_000 / (2000 / 3) * 3_000_000 + 8_800 / (2000 / 3) * 500_000
+    s = result.summary.set_index("rule_id")
+    assert s.loc["R", "value_yuan"] == pytest.approx(want, rel=1e-12)
+    assert s.loc["S", "value_yuan"] == pytest.approx(want, rel=1e-12)
+    assert result.totals["value"] == pytest.approx(want, rel=1e-12)
+    out = tmp_path / "out"
+    result.write(out, with_map=False)
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert f"{want:,.0f}" in report  # the district total row, valued once
+    book = openpyxl.load_workbook(out / "ledger.xlsx", read_only=True)
+    rows = list(book.worksheets[0].iter_rows(values_only=True))
+    [total] = [r for r in rows if r and r[0] == "全区合计（去重）"]
+    assert total[-1] == pytest.approx(want, rel=1e-12)
 
 
 def test_yield_command(tmp_path):
