@@ -36,7 +36,7 @@ from multiplan.areas import area_m2, to_mu
 from multiplan.facetiles import FaceNoding, start_noding
 from multiplan.io import csv_writer, gpkg_writer
 from multiplan.layers import LayerInput, ensure_layers
-from multiplan.levels import level_names
+from multiplan.levels import build_levels
 from multiplan.noding import (
     Faces,
     cover,
@@ -348,10 +348,9 @@ def fuse_layers(
     patches = differences = None
     if spec.compare is not None:
         progress("patches", 0, 1, "差异图斑")
-        patches = difference_patches(frame, spec.compare, project, layers)
-        differences = difference_table(
-            patches, level_names(project) if len(level_names(project)) > 1 else ()
-        )
+        levels = build_levels(project, layers)
+        patches = difference_patches(frame, spec.compare, project, layers, levels)
+        differences = difference_table(patches, levels, project)
     return FuseResult(
         project=project,
         faces=frame,

@@ -22,9 +22,8 @@ from multiplan.levels import build_levels, units_at
 from multiplan.schema import LEDGER_COLUMNS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from multiplan.layers import Layers
+    from multiplan.levels import Levels
     from multiplan.specs import Project
 
 logger = logging.getLogger(__name__)
@@ -116,8 +115,13 @@ def difference_patches(
     compare: tuple[str, str],
     project: Project,
     layers: Layers,
+    levels: Levels | None = None,
 ) -> gpd.GeoDataFrame:
-    """Dissolve adjacent 02/03 faces with the same pair of source classes into numbered patches."""
+    """Dissolve adjacent 02/03 faces with the same pair of source classes into numbered patches.
+
+    Each patch's ``unit`` (and column per level) is the unit holding its point;
+    ``levels`` are the project's (built when not given).
+    """
     a, b = compare
     sel = faces[faces["diff_class"].isin(["02", "03"])]
     rows = []
@@ -160,7 +164,9 @@ def difference_patches(
             dtype=object,
         ),
     )
-    for key, names in units_at(build_levels(project, layers), garr).items():
+    if levels is None:
+        levels = build_levels(project, layers)
+    for key, names in units_at(levels, garr).items():
         out[key] = pd.Series(names, dtype=object)
     area = area_m2(garr, project.working_crs, project.area)
     out["area_m2"] = area
@@ -170,42 +176,104 @@ def difference_patches(
     return out.sort_values("patch_no", kind="stable").reset_index(drop=True)
 
 
+SHARE_MIN_M2 = 0.01
+"""A patch counts among a unit's patches when at least this much of its land lies in the unit."""
+
+
 def difference_table(
-    patches: gpd.GeoDataFrame, levels: Sequence[str] = ()
+    patches: gpd.GeoDataFrame, levels: Levels | None, project: Project
 ) -> pd.DataFrame:
     """Return differences.csv: patches and area per difference class and unit.
 
-    With several ``levels`` of units (the patches' level columns), a first
-    column ``level`` and a block of rows per level (SPEC §14).
+    The area of a unit is the land of the patches inside it: a patch across a
+    unit border counts in each unit with the land on that side (its own
+    ``unit`` column names the unit of its point), and among the ``patches`` of
+    each unit that holds at least :data:`SHARE_MIN_M2` of it. Land in no unit
+    has a row with ``unit`` empty. With several levels, a first column
+    ``level`` and a block of rows per level (SPEC §14).
     """
-    if not levels:
-        return _difference_rows(patches, "unit")
+    patch, cell, area = _cell_shares(patches, levels, project)
+    if levels is None or not levels.multi:
+        unit = (
+            _labels(levels.smallest, cell)
+            if levels is not None
+            else np.full(len(cell), None, dtype=object)
+        )
+        return _difference_rows(patches, patch, unit, area)
     blocks = []
-    for name in levels:
-        table = _difference_rows(patches, name)
+    for name in levels.names:
+        table = _difference_rows(
+            patches, patch, _labels(levels.labels[name], cell), area
+        )
         table.insert(0, "level", pd.Series([name] * len(table), dtype=object))
         blocks.append(table)
     return pd.concat(blocks, ignore_index=True)
 
 
-def _difference_rows(patches: gpd.GeoDataFrame, key: str) -> pd.DataFrame:
+def _labels(names: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Return each cell's unit name (``None`` for ``-1``, land in no cell)."""
+    out: np.ndarray = np.concatenate([np.asarray(names, dtype=object), [None]])[cell]
+    return out
+
+
+def _cell_shares(
+    patches: gpd.GeoDataFrame, levels: Levels | None, project: Project
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(patch, cell, area_m2)``: the land of each patch in each cell of the units.
+
+    Cells do not overlap, so the areas of a patch add up to its own; what is
+    left (at least :data:`SHARE_MIN_M2`) lies in no unit and gets cell ``-1``.
+    """
+    geoms = np.asarray(patches.geometry.array, dtype=object)
+    own = patches["area_m2"].to_numpy(dtype=float) if len(patches) else np.zeros(0)
+    n = len(geoms)
+    if levels is None or not len(levels.cells) or not n:
+        return np.arange(n), np.full(n, -1, dtype=np.intp), own
+    cells = np.asarray(levels.cells, dtype=object)
+    pi, ci = shapely.STRtree(cells).query(geoms, predicate="intersects")
+    shapely.prepare(cells)
+    whole = shapely.contains_properly(cells[ci], geoms[pi])
+    area = np.where(whole, own[pi], 0.0)
+    cut = np.flatnonzero(~whole)
+    if len(cut):
+        parts = shapely.intersection(geoms[pi[cut]], cells[ci[cut]])
+        area[cut] = area_m2(parts, project.working_crs, project.area)
+    keep = area > 0
+    pi, ci, area = pi[keep], ci[keep], area[keep]
+    rest = own - np.bincount(pi, weights=area, minlength=n)
+    out = np.flatnonzero(rest >= SHARE_MIN_M2)
+    patch = np.concatenate([pi, out])
+    cell = np.concatenate([ci, np.full(len(out), -1, dtype=np.intp)])
+    area = np.concatenate([area, rest[out]])
+    order = np.lexsort((cell, patch))
+    return patch[order], cell[order], area[order]
+
+
+def _difference_rows(
+    patches: gpd.GeoDataFrame, patch: np.ndarray, unit: np.ndarray, area: np.ndarray
+) -> pd.DataFrame:
     cols = ["diff_class", "unit", "patches", "area_m2", "area_mu"]
     if not len(patches):
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(
         {
-            "diff_class": patches["diff_class"].to_numpy(dtype=object),
-            "unit": [
-                "" if u is None else u for u in patches[key].to_numpy(dtype=object)
-            ],
-            "area_m2": patches["area_m2"].to_numpy(dtype=float),
+            "diff_class": patches["diff_class"].to_numpy(dtype=object)[patch],
+            "unit": ["" if u is None else u for u in unit],
+            "patch": patch,
+            "counted": area >= SHARE_MIN_M2,
+            "area_m2": area,
         }
     )
     g = (
         df.groupby(["diff_class", "unit"], sort=True)
-        .agg(patches=("area_m2", "size"), area_m2=("area_m2", "sum"))
+        .agg(
+            patches=("patch", lambda p: p[df.loc[p.index, "counted"]].nunique()),
+            area_m2=("area_m2", "sum"),
+        )
         .reset_index()
     )
+    g = g[(g["patches"] > 0) | (g["area_m2"] >= SHARE_MIN_M2)]
     g["area_mu"] = to_mu(g["area_m2"])
     g["unit"] = pd.Series([None if u == "" else u for u in g["unit"]], dtype=object)
-    return g[cols]
+    g["patches"] = g["patches"].astype(int)
+    return g[cols].reset_index(drop=True)

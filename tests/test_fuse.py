@@ -172,10 +172,14 @@ def test_patches_dissolve_and_are_numbered(plans):
     assert p.set_index("diff_class").loc["03", "unit"] == "东"
     assert list(p.columns[-3:]) == ["adjust_plan", "opinion", "status"]
     assert p[["adjust_plan", "opinion", "status"]].isna().all().all()
-    d = r.differences
-    assert d.set_index(["diff_class", "unit"]).loc[
-        ("02", "东"), "area_m2"
-    ] == pytest.approx(5000.0)
+    # the 02 patch (x 100–150) crosses the border of the towns at x = 120: it is
+    # listed under 东, where its point lies, and each town gets the land on its side
+    assert p.set_index("diff_class").loc["02", "unit"] == "东"
+    assert p.set_index("diff_class").loc["02", "area_m2"] == pytest.approx(5000.0)
+    d = r.differences.set_index(["diff_class", "unit"])
+    assert d.loc[("02", "东"), "area_m2"] == pytest.approx(3000.0)
+    assert d.loc[("02", "西"), "area_m2"] == pytest.approx(2000.0)
+    assert d.loc[("02", "东"), "patches"] == d.loc[("02", "西"), "patches"] == 1
 
 
 def test_adjacent_faces_of_one_pair_dissolve_into_one_patch(plans):
@@ -277,7 +281,7 @@ def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
     assert set(faces["diff_class"].dropna()) == {"01", "02", "03", "04"}
     written = gpd.read_file(tmp_path / "onemap.gpkg", layer="onemap")
     assert len(written) == len(faces)
-    d = pd.read_csv(tmp_path / "differences.csv", encoding="utf-8-sig")
+    d = pd.read_csv(tmp_path / "differences.csv", encoding="utf-8-sig", dtype=str)
     assert list(d.columns) == [
         "level",
         "diff_class",
@@ -286,6 +290,23 @@ def test_demo_faces_never_overlap_and_cover_the_union(tmp_path):
         "area_m2",
         "area_mu",
     ]
+    # each unit's land against an overlay made here: patches cut by the units
+    d["area_m2"] = d["area_m2"].astype(float)
+    patches = result.patches
+    units = read_layers(project, ["towns", "communities"])
+    for level in ("towns", "communities"):
+        for cls in ("02", "03"):
+            mine = d[(d["level"] == level) & (d["diff_class"] == cls)]
+            land = shapely.union_all(
+                np.asarray(patches[patches["diff_class"] == cls].geometry.array)
+            )
+            assert mine["area_m2"].sum() == pytest.approx(land.area, abs=1.0)
+            got = dict(zip(mine["unit"], mine["area_m2"], strict=True))
+            frame = units[level]
+            for name, unit in zip(frame["name"], frame.geometry.array, strict=True):
+                want = shapely.intersection(land, unit).area
+                # the check's cells are the units snapped to 0.1 mm
+                assert got.get(name, 0.0) == pytest.approx(want, abs=0.2), (level, name)
 
 
 def test_unchanged_demo_keeps_every_patch_number(tmp_path):
