@@ -128,8 +128,14 @@ def run_record(
     timings: Mapping[str, float],
     rule_times: Mapping[str, float],
     counts: Mapping[str, Any] | None = None,
+    below_min_area: Mapping[str, tuple[int, float]] | None = None,
 ) -> dict[str, Any]:
-    """Return the contents of run.json: inputs with sizes and SHA-256, packs, versions, timings, counts."""
+    """Return the contents of run.json: inputs with sizes and SHA-256, packs, versions, timings, counts.
+
+    ``below_min_area`` gives, per rule, the pieces its ``min_area`` dropped and
+    their m² (each rule's entry says so, even when none).
+    """
+    below = below_min_area or {}
     files = input_files(project, layers)
     inputs = [
         {"path": str(f), "bytes": f.stat().st_size, "sha256": sha256(f)}
@@ -152,6 +158,10 @@ def run_record(
             "pack": str(r.pack) if r.pack else None,
             "pieces": int(pieces_of[r.id]),
             "area_m2": float(area_of[r.id]),
+            "below_min_area": {
+                "pieces": int(below.get(r.id, (0, 0.0))[0]),
+                "area_m2": float(below.get(r.id, (0, 0.0))[1]),
+            },
             "seconds": round(rule_times.get(r.id, 0.0), 4),
         }
         for r in rules

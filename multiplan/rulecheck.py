@@ -44,7 +44,7 @@ from multiplan.ruleinputs import (
     layers_needed,
 )
 from multiplan.rules import SEVERITY_RANK, Rule, read_rules
-from multiplan.rulestages import RuleContext, tile_layers
+from multiplan.rulestages import BELOW_MIN_AREA, RuleContext, tile_layers
 from multiplan.summary import summarise
 from multiplan.tilecheck import border_features, staged_check
 from multiplan.values import piece_values
@@ -407,7 +407,18 @@ def check(
         timings=timings,
         rule_times=tiling.rule_times,
         counts={"tiles": len(tiling.keys), "snapped_unions": sums.snapped},
+        below_min_area=tiling.below_min_area,
     )
+    for r in rules:
+        n, area = tiling.below_min_area.get(r.id, (0, 0.0))
+        if n:
+            logger.info(
+                "%s: %d pieces under min_area %g m² dropped (%.2f m² in all)",
+                r.id,
+                n,
+                r.min_area,
+                area,
+            )
     logger.info(
         "check done: %d rules, %d pieces in %.2f s",
         len(rules),
@@ -500,6 +511,8 @@ class Tiling:
     points: Callable[[str], np.ndarray]
     frames: Iterator[list[pd.DataFrame]]
     rule_times: dict[str, float]
+    below_min_area: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Per rule, the pieces ``min_area`` dropped and their m², filled up as the tiles run."""
 
 
 def start_tiles(
@@ -532,7 +545,30 @@ def start_tiles(
         )
     else:
         frames = _local_pieces(ctx, rules, grid, keys, progress, rule_times)
-    return Tiling(grid, keys, a_layers, points, frames, rule_times)
+    below = dict.fromkeys((r.id for r in rules), (0, 0.0))
+    return Tiling(
+        grid,
+        keys,
+        a_layers,
+        points,
+        _counting(frames, rules, below),
+        rule_times,
+        below,
+    )
+
+
+def _counting(
+    frames: Iterator[list[pd.DataFrame]],
+    rules: Sequence[Rule],
+    below: dict[str, tuple[int, float]],
+) -> Iterator[list[pd.DataFrame]]:
+    """Yield the tiles' frames, adding up what ``min_area`` dropped in each rule."""
+    for tile in frames:
+        for rule, frame in zip(rules, tile, strict=True):
+            n, area = frame.attrs.get(BELOW_MIN_AREA, (0, 0.0))
+            had_n, had_area = below[rule.id]
+            below[rule.id] = (had_n + int(n), had_area + float(area))
+        yield tile
 
 
 def gather_pieces(

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from multiplan.specs import Project
 
 
+BELOW_MIN_AREA = "below_min_area"
+"""The key of a rule's pieces' ``attrs`` that holds ``(pieces, m²)`` dropped under ``min_area``."""
+
+
 class RuleContext:
     """The stages of one rule, with the caches shared by the rules of one run.
 
@@ -199,9 +203,12 @@ class RuleContext:
         )
         keep = area >= rule.min_area
         b_pos = None if b_pos is None else b_pos[keep]
-        return self._frame(
+        frame = self._frame(
             rule, a_pos[keep], b_pos, unit_idx[keep], area[keep], geoms[keep]
         )
+        # what min_area dropped, for run.json (attrs travel with a dask task's frames)
+        frame.attrs[BELOW_MIN_AREA] = (int((~keep).sum()), float(area[~keep].sum()))
+        return frame
 
     def side(self, rule: Rule) -> Literal["a", "b"]:
         """Return the side of a rule whose geometries are prepared: the one with fewer features.

@@ -197,6 +197,12 @@ def test_min_area_applies_after_the_split(make):
     assert [(r["unit"], r["area_m2"]) for r in rows(result)] == [
         ("东区", pytest.approx(600.0))
     ]
+    # what was dropped is counted in run.json, tiled or not
+    for tiled in (None, 0.0, 30.0):
+        run = multiplan.check(make([rule], layers={"plan": plan}), tile_size=tiled).run
+        [entry] = run["rules"]
+        assert entry["below_min_area"]["pieces"] == 1
+        assert entry["below_min_area"]["area_m2"] == pytest.approx(10.0)
 
 
 def test_ellipsoidal_areas(make):
