@@ -232,7 +232,6 @@ class UnionAreas:
         self.snapped = 0
         self._pairs: tuple[np.ndarray, np.ndarray] | None = None
         self._cluster_area: dict[tuple[int, ...], float] = {}
-        self._cluster_union: dict[tuple[int, ...], shapely.Geometry] = {}
         self._cluster_value: dict[tuple[int, ...], float] = {}
 
     @property
@@ -328,22 +327,21 @@ class UnionAreas:
         if todo:
             unions = self._unions(todo)
             measured = area_m2(np.array(unions, dtype=object), self.crs, self.mode)
-            for c, a, u in zip(todo, measured, unions, strict=True):
+            for c, a in zip(todo, measured, strict=True):
                 self._cluster_area[tuple(c.tolist())] = float(a)
-                if self.valuer is not None:  # valued later: keep the union
-                    self._cluster_union[tuple(c.tolist())] = u
         return [self._cluster_area[tuple(c.tolist())] for c in clusters]
 
     def _union_values(self, clusters: list[np.ndarray]) -> list[float]:
+        """Value clusters; their areas are kept too, so value a grouping before its areas."""
         assert self.valuer is not None
         todo = [c for c in clusters if tuple(c.tolist()) not in self._cluster_value]
         if todo:
-            self._union_areas(todo)
-            keys = [tuple(c.tolist()) for c in todo]
-            unions = np.array([self._cluster_union[k] for k in keys], dtype=object)
-            areas = np.array([self._cluster_area[k] for k in keys], dtype=float)
+            unions = np.array(self._unions(todo), dtype=object)
+            areas = area_m2(unions, self.crs, self.mode)
             valued = self.valuer(todo, unions, areas)
-            for k, v in zip(keys, valued, strict=True):
+            for c, a, v in zip(todo, areas, valued, strict=True):
+                k = tuple(c.tolist())
+                self._cluster_area.setdefault(k, float(a))
                 self._cluster_value[k] = 0.0 if np.isnan(v) else float(v)
         return [self._cluster_value[tuple(c.tolist())] for c in clusters]
 

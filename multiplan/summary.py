@@ -78,10 +78,11 @@ def summarise(
         levels = build_levels(project, layers)
     unions = piece_unions(pieces, project, workers=workers, layers=layers, rules=rules)
     keys = summary_keys(pieces, unit_columns(levels, names))
-    areas = {name: unions.by(k) for name, k in keys.items()}
-    if unions.valuer is not None:
+    areas: dict[str, dict[Any, float]] = {}
+    if unions.valuer is not None:  # values first: their unions' areas are kept
         for name in VALUED:
             areas[f"value:{name}"] = unions.by(keys[name], measure="value")
+    areas.update({name: unions.by(k) for name, k in keys.items()})
     return summary_tables(pieces, rules, project, areas, levels, unions.snapped)
 
 

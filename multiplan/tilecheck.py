@@ -158,11 +158,11 @@ class TileSummaries:
     def _measured(
         groups: Mapping[str, np.ndarray], unions: UnionAreas
     ) -> list[tuple[str, np.ndarray]]:
-        """Return the groupings to add up: every area, and the values of :data:`VALUED`."""
-        out = list(groups.items())
+        """Return the groupings to add up: the values of :data:`VALUED` first (their unions' areas are kept), then every area."""
+        out = []
         if unions.valuer is not None:
             out += [(f"value:{name}", groups[name]) for name in VALUED]
-        return out
+        return out + list(groups.items())
 
     def _on_border(self, tile: pd.DataFrame) -> np.ndarray:
         out = np.zeros(len(tile), dtype=bool)
