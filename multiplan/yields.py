@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -478,15 +479,15 @@ def aggregate(
                 if f"_{n}_raw" in sub
                 else np.array([])
             )
-            row[f"{n}_total"] = float(np.nansum(vals))
+            # not 261624.00000000003 in the CSV: an exact sum, to a millionth
+            row[f"{n}_total"] = round(math.fsum(vals[~np.isnan(vals)]), 6)
         for ind in spec.indicators:
             num = sub[f"_{ind.id}_num"].to_numpy(dtype=float)
             den = sub[f"_{ind.id}_den"].to_numpy(dtype=float)
             ok = np.isfinite(num) & np.isfinite(den)
+            total_den = math.fsum(den[ok])
             row[ind.id] = (
-                float(num[ok].sum() / den[ok].sum())
-                if ok.any() and den[ok].sum()
-                else None
+                math.fsum(num[ok]) / total_den if ok.any() and total_den else None
             )
         grades = sub["grade"].to_numpy(dtype=object) if "grade" in sub else np.array([])
         for gname in GRADES:

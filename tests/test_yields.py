@@ -1,6 +1,7 @@
 """Land yield: indicators, grades, aggregates, scenarios and land value, against hand calculations."""
 
 import math
+import re
 
 import geopandas as gpd
 import numpy as np
@@ -528,6 +529,16 @@ def test_yield_command(tmp_path):
         "area_mu",
     ]
     assert list(table.columns[-4:]) == ["score", "grade", "exempt", "reason"]
+    # totals of figures given to 0.1 万元 read as such, not 261624.00000000003
+    for name in ("yield_by_park.csv", "yield_by_unit.csv"):
+        text = (tmp_path / name).read_text(encoding="utf-8-sig")
+        head, *rows = text.splitlines()
+        totals = [i for i, c in enumerate(head.split(",")) if c.endswith("_total")]
+        assert totals
+        for row in rows:
+            cells = row.split(",")
+            for i in totals:
+                assert not re.search(r"\.\d{7,}", cells[i]), (name, cells[i])
     assert (table["reason"] == "exempt").sum() == 177  # founded 2024 or later
     assert (
         table["reason"].str.startswith("score").sum()
