@@ -273,7 +273,7 @@ def compute_yield(project: Project, spec: YieldSpec, layers: Layers) -> YieldRes
                 value = np.where(
                     bad_den | bad_num, np.nan, num / np.where(bad_den, 1.0, den)
                 )
-            parcels[ind.id] = value
+            parcels[ind.id] = significant(value)
             parcels[f"_{ind.numerator}_raw"] = num
             parcels[f"_{ind.id}_num"] = np.where(bad_den | bad_num, np.nan, num)
             parcels[f"_{ind.id}_den"] = np.where(bad_den | bad_num, np.nan, den)
@@ -487,7 +487,9 @@ def aggregate(
             ok = np.isfinite(num) & np.isfinite(den)
             total_den = math.fsum(den[ok])
             row[ind.id] = (
-                math.fsum(num[ok]) / total_den if ok.any() and total_den else None
+                float(significant(np.array([math.fsum(num[ok]) / total_den]))[0])
+                if ok.any() and total_den
+                else None
             )
         grades = sub["grade"].to_numpy(dtype=object) if "grade" in sub else np.array([])
         for gname in GRADES:
@@ -495,6 +497,28 @@ def aggregate(
         rows.append(row)
     out = pd.DataFrame(rows, columns=cols)
     out[by] = pd.Series([r[by] for r in rows], dtype=object)
+    return out
+
+
+SIGNIFICANT_DIGITS = 12
+"""Digits an indicator keeps: a division's last bits are noise (0.7 / 0.1 is 6.999999999999999)."""
+
+
+def significant(values: np.ndarray) -> np.ndarray:
+    """Return ``values`` to :data:`SIGNIFICANT_DIGITS` significant digits (NaN stays NaN).
+
+    So that a figure at a grade's threshold takes that grade, and the tables
+    read as the figures were given.
+
+    Examples
+    --------
+    >>> significant(np.array([0.7 / 0.1, 1 / 3, np.nan])).tolist()
+    [7.0, 0.333333333333, nan]
+    """
+    out = np.array(
+        [float(f"{v:.{SIGNIFICANT_DIGITS}g}") for v in np.asarray(values, dtype=float)],
+        dtype=float,
+    )
     return out
 
 

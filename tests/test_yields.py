@@ -139,6 +139,35 @@ def test_indicators_by_hand(project):
     assert p.loc["P5", "unit"] == "东"
 
 
+def test_a_figure_at_a_threshold_takes_its_grade_whatever_the_float_division_says(
+    project,
+):
+    # 0.7 / 0.1 is 6.999999999999999 in floating point: 7 万元/吨标煤 is grade A here
+    rows = [
+        "parcel_id,tax_wan,sales_wan,energy_tce,founded",
+        "P1,0.7,1,0.1,2010",
+        "P2,0.3,1,0.1,2010",
+        "P3,0.1,1,0.1,2010",
+        "P4,0.7,1,0.1,2010",
+        "P5,0.7,1,0.1,2010",
+    ]
+    y, _ = yield_of(
+        project(
+            BASE + 'grades = { by = "tax_per_energy", A = 7, B = 3, C = 1 }\n',
+            table_rows=rows,
+        )
+    )
+    p = y.parcels.set_index("id")
+    assert p.loc["P1", "tax_per_energy"] == 7.0
+    assert p["grade"].to_dict() == {
+        "P1": "A",
+        "P2": "B",
+        "P3": "C",
+        "P4": "A",
+        "P5": "A",
+    }
+
+
 def test_aggregates_are_area_weighted(project):
     y, _ = yield_of(
         project(BASE + 'grades = { by = "tax_per_mu", A = 30, B = 15, C = 5 }\n')
