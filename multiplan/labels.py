@@ -64,6 +64,16 @@ LABELS: dict[str, tuple[str, str]] = {
         "Land in conflict by {} (mu, counted once)",
     ),
     "unit_area_mu_of": ("{}面积（亩）", "{} area (mu)"),
+    "empty_side": (
+        "以下规则有一侧没有选中任何要素（请核对类别或筛选条件）",
+        "These rules select no feature on one side (check their classes or filters)",
+    ),
+    "empty_a": ("A 侧无要素，查不出冲突", "no A feature: nothing can be found"),
+    "empty_b": ("B 侧无要素，查不出冲突", "no B feature: nothing can be found"),
+    "empty_b_difference": (
+        "B 侧无要素，A 侧全部计为冲突",
+        "no B feature: all of A is in conflict",
+    ),
     "union_note": (
         "同一地块被多条规则命中只计一次：合计为冲突图斑并集的面积，不是各规则面积之和",
         "Land hit by several rules counts once: totals are areas of unions of pieces, never sums over rules",

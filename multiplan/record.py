@@ -129,11 +129,13 @@ def run_record(
     rule_times: Mapping[str, float],
     counts: Mapping[str, Any] | None = None,
     below_min_area: Mapping[str, tuple[int, float]] | None = None,
+    selected: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Return the contents of run.json: inputs with sizes and SHA-256, packs, versions, timings, counts.
 
     ``below_min_area`` gives, per rule, the pieces its ``min_area`` dropped and
-    their m² (each rule's entry says so, even when none).
+    their m² (each rule's entry says so, even when none); ``selected`` how many
+    features its A and B sides select (``a_features``, ``b_features``).
     """
     below = below_min_area or {}
     files = input_files(project, layers)
@@ -155,6 +157,14 @@ def run_record(
             "b": r.b.describe(),
             "distance_m": r.distance,
             "min_area_m2": r.min_area,
+            **(
+                {
+                    "a_features": int(selected[r.id][0]),
+                    "b_features": int(selected[r.id][1]),
+                }
+                if selected and r.id in selected
+                else {}
+            ),
             "pack": str(r.pack) if r.pack else None,
             "pieces": int(pieces_of[r.id]),
             "area_m2": float(area_of[r.id]),

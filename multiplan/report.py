@@ -104,6 +104,25 @@ def _bars(
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{len(items) * h + 4}">{"".join(rows)}</svg>'
 
 
+def _empty_sides(run: Mapping[str, Any], L: Callable[[str], str]) -> list[str]:
+    """Return the report's warning for rules whose A or B side selects no feature (run.json's counts)."""
+    items = []
+    for r in run.get("rules", []):
+        if r.get("a_features", 1) == 0:
+            why, side = "empty_a", r.get("a")
+        elif r.get("b_features", 1) == 0:
+            why = (
+                "empty_b_difference" if r.get("relation") == "difference" else "empty_b"
+            )
+            side = r.get("b")
+        else:
+            continue
+        items.append(f"<li>{_e(r['id'])} ({_e(side)}): {L(why)}</li>")
+    if not items:
+        return []
+    return [f"<p class='warn'>{L('empty_side')}:</p><ul class='warn'>", *items, "</ul>"]
+
+
 def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
     """Return report.html: the run for people who do not open GIS, self-contained."""
 
@@ -151,6 +170,7 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         f"<td class='n'><b>{to_ha(total):,.2f}</b></td>{value_total}</tr>"
     )
     parts.append("</table>")
+    parts.extend(_empty_sides(run, L))
     parts.append(
         f"<p>{L('in_conflict')}: <b>{to_mu(total):,.2f} {L('mu')}</b> ({to_ha(total):,.2f} {L('ha')}); "
         + " · ".join(

@@ -408,6 +408,7 @@ def check(
         rule_times=tiling.rule_times,
         counts={"tiles": len(tiling.keys), "snapped_unions": sums.snapped},
         below_min_area=tiling.below_min_area,
+        selected=tiling.selected,
     )
     for r in rules:
         n, area = tiling.below_min_area.get(r.id, (0, 0.0))
@@ -513,6 +514,8 @@ class Tiling:
     rule_times: dict[str, float]
     below_min_area: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Per rule, the pieces ``min_area`` dropped and their m², filled up as the tiles run."""
+    selected: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per rule, how many features its A and its B side select in the whole layers."""
 
 
 def start_tiles(
@@ -546,6 +549,11 @@ def start_tiles(
     else:
         frames = _local_pieces(ctx, rules, grid, keys, progress, rule_times)
     below = dict.fromkeys((r.id for r in rules), (0, 0.0))
+    selected = {
+        r.id: (len(ctx.selection(r.a, r, "a")), len(ctx.selection(r.b, r, "b")))
+        for r in rules
+    }
+    warn_empty_sides(rules, selected)
     return Tiling(
         grid,
         keys,
@@ -554,7 +562,36 @@ def start_tiles(
         _counting(frames, rules, below),
         rule_times,
         below,
+        selected,
     )
+
+
+def warn_empty_sides(
+    rules: Sequence[Rule], selected: Mapping[str, tuple[int, int]]
+) -> None:
+    """Log a warning for each rule whose A or B side selects no feature.
+
+    Such a rule finds nothing (or, for a ``difference`` without B, all of A)
+    whatever the plans say: a class or filter that matches nothing is a
+    mistake to see, not a clean result.
+    """
+    for r in rules:
+        n_a, n_b = selected.get(r.id, (1, 1))
+        if not n_a:
+            logger.warning(
+                "rule %s: its A side, %s, selects no feature: the rule cannot find anything",
+                r.id,
+                r.a.describe(),
+            )
+        elif not n_b:
+            logger.warning(
+                "rule %s: its B side, %s, selects no feature: %s",
+                r.id,
+                r.b.describe(),
+                "every piece of its A side is in conflict"
+                if r.relation == "difference"
+                else "the rule cannot find anything",
+            )
 
 
 def _counting(

@@ -485,3 +485,42 @@ def test_the_reports_largest_pieces_are_those_of_a_full_sort(seed):
             ["area_m2", "rule_id", "a_id"], ascending=[False, True, True], kind="stable"
         )["b_id"].tolist()
     )
+
+
+def test_a_side_that_selects_nothing_is_said_not_a_clean_result(make, tmp_path, caplog):
+    """A class no feature has finds nothing: the run says so, in the log, run.json and the report."""
+    rules = [
+        {**RES_IN_ZONE, "id": "EMPTY-A", "a": {"layer": "plan", "class": ["0702"]}},
+        {
+            **RES_IN_ZONE,
+            "id": "EMPTY-B",
+            "b": {"layer": "zone", "where": {"field": "zid", "eq": "z9"}},
+        },
+        {
+            **RES_IN_ZONE,
+            "id": "DIFF-B",
+            "relation": "difference",
+            "b": {"layer": "zone", "where": {"field": "zid", "eq": "z9"}},
+        },
+        RES_IN_ZONE,
+    ]
+    with caplog.at_level("WARNING", logger="multiplan.rulecheck"):
+        result = multiplan.check(make(rules, units=False))
+    said = " ".join(caplog.messages)
+    assert "rule EMPTY-A: its A side, plan[0702], selects no feature" in said
+    assert "rule EMPTY-B: its B side" in said
+    assert "rule DIFF-B: its B side" in said
+    assert "every piece of its A side is in conflict" in said
+    assert "rule R1" not in said
+    counts = {r["id"]: (r["a_features"], r["b_features"]) for r in result.run["rules"]}
+    assert counts == {
+        "EMPTY-A": (0, 2),
+        "EMPTY-B": (4, 0),
+        "DIFF-B": (4, 0),
+        "R1": (4, 2),
+    }
+    result.write(tmp_path / "out", with_map=False)
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<li>EMPTY-A (plan[0702]): A 侧无要素，查不出冲突</li>" in report
+    assert "B 侧无要素，A 侧全部计为冲突" in report
+    assert "<li>R1 " not in report
