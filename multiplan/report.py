@@ -160,7 +160,7 @@ def build_report_html(result: CheckOutcome, *, lang: Lang = "zh") -> str:
         )
     total = result.totals.get("all", 0.0)
     value_total = (
-        f"<td class='n'>{result.totals.get('value', 0.0):,.0f}</td>"
+        f"<td class='n'><b>{result.totals.get('value', 0.0):,.0f}</b></td>"
         if has_value
         else ""
     )
