@@ -33,6 +33,7 @@ from multiplan.io import (
     read_vector,
     source_window,
 )
+from multiplan.overlay import BUFFER_QUAD_SEGS
 from multiplan.progress import Progress, no_progress
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ CLASS_COL = "_class"
 """Column of a loaded layer holding the taxonomy code or zone tag (or None)."""
 SOURCE_CODE_COL = "_source_code"
 """Column holding the source class code as text, before the crosswalk."""
-BUFFER_QUAD_SEGS = 16
 GEOMETRY_TYPE_NAMES = {
     0: "Point",
     1: "LineString",

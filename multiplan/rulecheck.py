@@ -44,7 +44,12 @@ from multiplan.ruleinputs import (
     layers_needed,
 )
 from multiplan.rules import SEVERITY_RANK, Rule, read_rules
-from multiplan.rulestages import BELOW_MIN_AREA, RuleContext, tile_layers
+from multiplan.rulestages import (
+    RuleContext,
+    counting,
+    tile_layers,
+    warn_empty_sides,
+)
 from multiplan.summary import summarise
 from multiplan.tilecheck import border_features, staged_check
 from multiplan.values import piece_values
@@ -559,53 +564,11 @@ def start_tiles(
         keys,
         a_layers,
         points,
-        _counting(frames, rules, below),
+        counting(frames, rules, below),
         rule_times,
         below,
         selected,
     )
-
-
-def warn_empty_sides(
-    rules: Sequence[Rule], selected: Mapping[str, tuple[int, int]]
-) -> None:
-    """Log a warning for each rule whose A or B side selects no feature.
-
-    Such a rule finds nothing (or, for a ``difference`` without B, all of A)
-    whatever the plans say: a class or filter that matches nothing is a
-    mistake to see, not a clean result.
-    """
-    for r in rules:
-        n_a, n_b = selected.get(r.id, (1, 1))
-        if not n_a:
-            logger.warning(
-                "rule %s: its A side, %s, selects no feature: the rule cannot find anything",
-                r.id,
-                r.a.describe(),
-            )
-        elif not n_b:
-            logger.warning(
-                "rule %s: its B side, %s, selects no feature: %s",
-                r.id,
-                r.b.describe(),
-                "every piece of its A side is in conflict"
-                if r.relation == "difference"
-                else "the rule cannot find anything",
-            )
-
-
-def _counting(
-    frames: Iterator[list[pd.DataFrame]],
-    rules: Sequence[Rule],
-    below: dict[str, tuple[int, float]],
-) -> Iterator[list[pd.DataFrame]]:
-    """Yield the tiles' frames, adding up what ``min_area`` dropped in each rule."""
-    for tile in frames:
-        for rule, frame in zip(rules, tile, strict=True):
-            n, area = frame.attrs.get(BELOW_MIN_AREA, (0, 0.0))
-            had_n, had_area = below[rule.id]
-            below[rule.id] = (had_n + int(n), had_area + float(area))
-        yield tile
 
 
 def gather_pieces(

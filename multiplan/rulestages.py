@@ -10,6 +10,7 @@ here or as dask tasks.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -23,7 +24,7 @@ from multiplan.noding import study_boundary
 from multiplan.rules import select
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import geopandas as gpd
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from multiplan.rules import Rule, Selector
     from multiplan.specs import Project
 
+
+logger = logging.getLogger(__name__)
 
 BELOW_MIN_AREA = "below_min_area"
 """The key of a rule's pieces' ``attrs`` that holds ``(pieces, m²)`` dropped under ``min_area``."""
@@ -385,3 +388,45 @@ def _box_union(
         float(b[:, 2].max()),
         float(b[:, 3].max()),
     )
+
+
+def counting(
+    frames: Iterator[list[pd.DataFrame]],
+    rules: Sequence[Rule],
+    below: dict[str, tuple[int, float]],
+) -> Iterator[list[pd.DataFrame]]:
+    """Yield the tiles' frames, adding up what ``min_area`` dropped in each rule."""
+    for tile in frames:
+        for rule, frame in zip(rules, tile, strict=True):
+            n, area = frame.attrs.get(BELOW_MIN_AREA, (0, 0.0))
+            had_n, had_area = below[rule.id]
+            below[rule.id] = (had_n + int(n), had_area + float(area))
+        yield tile
+
+
+def warn_empty_sides(
+    rules: Sequence[Rule], selected: Mapping[str, tuple[int, int]]
+) -> None:
+    """Log a warning for each rule whose A or B side selects no feature.
+
+    Such a rule finds nothing (or, for a ``difference`` without B, all of A)
+    whatever the plans say: a class or filter that matches nothing is a
+    mistake to see, not a clean result.
+    """
+    for r in rules:
+        n_a, n_b = selected.get(r.id, (1, 1))
+        if not n_a:
+            logger.warning(
+                "rule %s: its A side, %s, selects no feature: the rule cannot find anything",
+                r.id,
+                r.a.describe(),
+            )
+        elif not n_b:
+            logger.warning(
+                "rule %s: its B side, %s, selects no feature: %s",
+                r.id,
+                r.b.describe(),
+                "every piece of its A side is in conflict"
+                if r.relation == "difference"
+                else "the rule cannot find anything",
+            )

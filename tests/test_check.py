@@ -504,7 +504,7 @@ def test_a_side_that_selects_nothing_is_said_not_a_clean_result(make, tmp_path, 
         },
         RES_IN_ZONE,
     ]
-    with caplog.at_level("WARNING", logger="multiplan.rulecheck"):
+    with caplog.at_level("WARNING", logger="multiplan.rulestages"):
         result = multiplan.check(make(rules, units=False))
     said = " ".join(caplog.messages)
     assert "rule EMPTY-A: its A side, plan[0702], selects no feature" in said
