@@ -64,6 +64,10 @@ LABELS: dict[str, tuple[str, str]] = {
         "Land in conflict by {} (mu, counted once)",
     ),
     "unit_area_mu_of": ("{}面积（亩）", "{} area (mu)"),
+    "outside_study_area": (
+        "研究范围以外（未核查）",
+        "outside the study area (not checked)",
+    ),
     "empty_side": (
         "以下规则有一侧没有选中任何要素（请核对类别或筛选条件）",
         "These rules select no feature on one side (check their classes or filters)",

@@ -69,6 +69,7 @@ class SiteResult:
             "verdict": self.verdict,
             "site_area_m2": round(self.site_area_m2, 2),
             "site_area_mu": round(to_mu(self.site_area_m2), 4),
+            "outside_study_area_m2": round(self.source.outside_m2, 2),
             "source": self.source.source,
             "crs": self.source.crs,
             "parcels": list(self.source.parcels),
@@ -295,6 +296,13 @@ def build_site_map(result: SiteResult, *, lang: Lang = "zh") -> folium.Map:
         )
     verdict = label("verdict_fail" if result.fails else "verdict_pass", lang)
     area = f"{label('site_area', lang)} {to_mu(result.site_area_m2):,.2f} {label('mu', lang)}"
+    outside = result.source.outside_m2
+    if outside > 0:
+        share = outside / result.site_area_m2 if result.site_area_m2 else 0.0
+        area += (
+            f" · ⚠ {label('outside_study_area', lang)} {to_mu(outside):,.2f} "
+            f"{label('mu', lang)} ({share:.1%})"
+        )
     banner = {"text": verdict, "tone": result.verdict, "lines": [area, *lines]}
 
     def site_group(classes: Any, gcj: bool) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ import shapely
 from pyproj import CRS
 
 from multiplan import crs as crs_mod
+from multiplan.areas import area_m2, to_mu
 from multiplan.errors import InputError
 from multiplan.geometry import non_finite
 
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _WKT_START = ("POLYGON", "MULTIPOLYGON")
+OUTSIDE_MIN_M2 = 0.01
+"""Land of a site outside the study area below this is a border digitised twice, not said."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class SiteInput:
     crs: str
     parcels: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    outside_m2: float = 0.0
+    """The site's land outside the study area, where no plan is checked."""
 
 
 def _fail(
@@ -113,9 +118,21 @@ def read_site(site: str | Path | shapely.Geometry, project: Project) -> SiteInpu
     geom = _polygonal(geom, source)
     if src_crs != project.working_crs:
         notes.append(f"taken from {src_crs.name} into {project.working_crs.name}")
-    _check_study_area(geom, project, source)
+    outside = _check_study_area(geom, project, source)
+    if outside > 0:
+        whole = float(
+            area_m2(np.array([geom], dtype=object), project.working_crs, project.area)[
+                0
+            ]
+        )
+        note = (
+            f"{to_mu(outside):,.2f} 亩 ({outside / whole:.1%}) of the site lies outside the study "
+            f"area ({project.boundary}): no plan is checked there"
+        )
+        logger.warning("%s", note)
+        notes.append(note)
     label = f"EPSG:{src_crs.to_epsg()}" if src_crs.to_epsg() else src_crs.name
-    return SiteInput(geom, source, label, parcels, tuple(notes))
+    return SiteInput(geom, source, label, parcels, tuple(notes), outside)
 
 
 def _where(source: str) -> str | None:
@@ -149,9 +166,10 @@ def _check_place(geom: shapely.Geometry, crs: CRS, source: str) -> None:
         )
 
 
-def _check_study_area(geom: shapely.Geometry, project: Project, source: str) -> None:
+def _check_study_area(geom: shapely.Geometry, project: Project, source: str) -> float:
+    """Refuse a site outside the study area; return its land outside it (m², at least 0.01)."""
     if not project.boundary:
-        return
+        return 0.0
     from multiplan.layers import read_layer
 
     boundary = read_layer(project.layers[project.boundary], project).frame
@@ -163,6 +181,13 @@ def _check_study_area(geom: shapely.Geometry, project: Project, source: str) -> 
             path=_where(source),
             hint="Check the site's coordinates and CRS (a wrong zone or datum moves a site by kilometres)",
         )
+    rest = shapely.difference(geom, area)
+    if shapely.is_empty(rest):
+        return 0.0
+    out = float(
+        area_m2(np.array([rest], dtype=object), project.working_crs, project.area)[0]
+    )
+    return out if out >= OUTSIDE_MIN_M2 else 0.0
 
 
 def _read_vector_site(path: Path, project: Project) -> tuple[shapely.Geometry, CRS]:

@@ -1,3 +1,5 @@
+import json
+
 import geopandas as gpd
 import pandas as pd
 import pytest
@@ -91,3 +93,27 @@ def test_bad_sites(project, tmp_path):
             "POLYGON ((495568 3531178, 495768 3531178, 495568 3531178, 495568 3531178))",
             project,
         )
+
+
+def test_a_site_partly_outside_the_study_area_says_how_much_was_not_checked(
+    project, tmp_path, caplog
+):
+    district = read_layer(project.layers["district"], project).frame
+    boundary = shapely.union_all(district.geometry.array)
+    site = shapely.box(475940, 3529000, 476940, 3530000)  # across the west boundary
+    outside = shapely.difference(site, boundary).area
+    assert 0.3 * site.area < outside < 0.7 * site.area
+    with caplog.at_level("WARNING", logger="multiplan.sitefiles"):
+        result = multiplan.screen_site(project, site)
+    assert result.source.outside_m2 == pytest.approx(outside, rel=1e-9)
+    assert "of the site lies outside the study area (district)" in " ".join(
+        caplog.messages
+    )
+    result.write(tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "site.json").read_text(encoding="utf-8"))
+    assert record["outside_study_area_m2"] == pytest.approx(outside, abs=0.01)
+    assert "研究范围以外（未核查）" in (tmp_path / "out" / "site.html").read_text(
+        encoding="utf-8"
+    )
+    inside = multiplan.screen_site(project, INSIDE_RED_LINE)
+    assert inside.source.outside_m2 == 0.0
