@@ -376,12 +376,7 @@ def units_in(levels: Levels | None, nodes: Faces) -> dict[str, np.ndarray]:
     first = np.unique(fi, return_index=True)
     cell = np.full(n, -1, dtype=np.intp)
     cell[first[0]] = ci[first[1]]
-    tail = np.array([None], dtype=object)
-    out = {"unit": np.concatenate([levels.smallest, tail])[cell]}
-    if levels.multi:
-        for name in levels.names:
-            out[name] = np.concatenate([levels.labels[name], tail])[cell]
-    return out
+    return levels.units_of(cell)
 
 
 def transition_table(

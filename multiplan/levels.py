@@ -77,6 +77,18 @@ class Levels:
         """Return the name of each cell's unit at the smallest level (the ``unit`` column)."""
         return self.labels[self.names[-1]]
 
+    def units_of(self, cell: np.ndarray) -> dict[str, np.ndarray]:
+        """Return the units of cells by index: ``unit`` (the smallest level's), then one key per level with several.
+
+        Cell ``-1`` (outside every cell) gets ``None``.
+        """
+        tail = np.array([None], dtype=object)
+        out = {"unit": np.concatenate([self.smallest, tail])[cell]}
+        if self.multi:
+            for name in self.names:
+                out[name] = np.concatenate([self.labels[name], tail])[cell]
+        return out
+
 
 def units_at(levels: Levels | None, geoms: np.ndarray) -> dict[str, np.ndarray]:
     """Return, per level, the unit holding each geometry's representative point.
@@ -94,12 +106,7 @@ def units_at(levels: Levels | None, geoms: np.ndarray) -> dict[str, np.ndarray]:
         ip, ic = shapely.STRtree(levels.cells).query(pts, predicate="within")
         first = np.unique(ip, return_index=True)
         cell[first[0]] = ic[first[1]]
-    tail = np.array([None], dtype=object)
-    out = {"unit": np.concatenate([levels.smallest, tail])[cell]}
-    if levels.multi:
-        for name in levels.names:
-            out[name] = np.concatenate([levels.labels[name], tail])[cell]
-    return out
+    return levels.units_of(cell)
 
 
 def per_level(

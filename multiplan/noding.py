@@ -258,9 +258,7 @@ def cover(faces: Faces, frame: pd.DataFrame, *, workers: int = 1) -> Cover:
     return Cover(ids, cls, mixed)
 
 
-def report_mixed(
-    name: str, found: Cover, area_m2: np.ndarray, *, what: str = "face"
-) -> int:
+def report_mixed(name: str, found: Cover, area_m2: np.ndarray) -> int:
     """Log the faces that lie in features of layer ``name`` with different classes; return their number.
 
     Such a face shows the class of the first feature by id (:func:`cover`); the
@@ -271,10 +269,9 @@ def report_mixed(
     if count:
         ids = list(dict.fromkeys(found.ids[found.mixed]))
         logger.warning(
-            "%d %ss (%.2f 亩) lie in features of %s with different classes (%s%s): "
+            "%d faces (%.2f 亩) lie in features of %s with different classes (%s%s): "
             "each takes the class of its first feature by id",
             count,
-            what,
             to_mu(float(area_m2[found.mixed].sum())),
             name,
             "; ".join(ids[:5]),

@@ -193,27 +193,17 @@ def difference_table(
     ``level`` and a block of rows per level (SPEC §14).
     """
     patch, cell, area = _cell_shares(patches, levels, project)
-    if levels is None or not levels.multi:
-        unit = (
-            _labels(levels.smallest, cell)
-            if levels is not None
-            else np.full(len(cell), None, dtype=object)
-        )
-        return _difference_rows(patches, patch, unit, area)
+    if levels is None:
+        return _difference_rows(patches, patch, np.full(len(cell), None), area)
+    units = levels.units_of(cell)
+    if not levels.multi:
+        return _difference_rows(patches, patch, units["unit"], area)
     blocks = []
     for name in levels.names:
-        table = _difference_rows(
-            patches, patch, _labels(levels.labels[name], cell), area
-        )
+        table = _difference_rows(patches, patch, units[name], area)
         table.insert(0, "level", pd.Series([name] * len(table), dtype=object))
         blocks.append(table)
     return pd.concat(blocks, ignore_index=True)
-
-
-def _labels(names: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """Return each cell's unit name (``None`` for ``-1``, land in no cell)."""
-    out: np.ndarray = np.concatenate([np.asarray(names, dtype=object), [None]])[cell]
-    return out
 
 
 def _cell_shares(
@@ -260,16 +250,17 @@ def _difference_rows(
             "diff_class": patches["diff_class"].to_numpy(dtype=object)[patch],
             "unit": ["" if u is None else u for u in unit],
             "patch": patch,
-            "counted": area >= SHARE_MIN_M2,
             "area_m2": area,
         }
     )
+    # a patch's land in each unit (a unit of a larger level holds several cells)
+    shares = df.groupby(["diff_class", "unit", "patch"], sort=True)["area_m2"].sum()
     g = (
-        df.groupby(["diff_class", "unit"], sort=True)
-        .agg(
-            patches=("patch", lambda p: p[df.loc[p.index, "counted"]].nunique()),
-            area_m2=("area_m2", "sum"),
-        )
+        (shares >= SHARE_MIN_M2)
+        .groupby(level=[0, 1])
+        .sum()
+        .to_frame("patches")
+        .join(shares.groupby(level=[0, 1]).sum())
         .reset_index()
     )
     g = g[(g["patches"] > 0) | (g["area_m2"] >= SHARE_MIN_M2)]

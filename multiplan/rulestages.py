@@ -289,13 +289,8 @@ class RuleContext:
                 b_id=self.ids(rule.b.layer)[b_pos],
                 b_class=self.classes(rule.b.layer)[b_pos],
             )
-        if self.levels is not None:
-            tail = np.array([None], dtype=object)
-            data["unit"] = np.concatenate([self.levels.smallest, tail])[unit_idx]
-            if self.levels.multi:  # -1 → None: outside every cell
-                for name in self.levels.names:
-                    labels = self.levels.labels[name]
-                    data[name] = np.concatenate([labels, tail])[unit_idx]
+        if self.levels is not None:  # -1 → None: outside every cell
+            data.update(self.levels.units_of(unit_idx))
         else:
             data["unit"] = none.copy()
         data["area_m2"] = area.astype(float)

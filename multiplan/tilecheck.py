@@ -133,8 +133,7 @@ class TileSummaries:
         reach[cluster[self._on_border(tile)]] = True
         kept = reach[cluster]
         groups = summary_keys(tile, self.unit_cols)
-        for name, keys in self._measured(groups, unions):
-            measure = "value" if name.startswith("value:") else "area"
+        for name, keys, measure in self._measured(groups, unions):
             self._contrib.setdefault(name, []).append(
                 unions.contributions(keys, mask=~kept, measure=measure)
             )
@@ -157,12 +156,12 @@ class TileSummaries:
     @staticmethod
     def _measured(
         groups: Mapping[str, np.ndarray], unions: UnionAreas
-    ) -> list[tuple[str, np.ndarray]]:
-        """Return the groupings to add up: the values of :data:`VALUED` first (their unions' areas are kept), then every area."""
+    ) -> list[tuple[str, np.ndarray, str]]:
+        """Return ``(name, keys, measure)`` to add up: the values of :data:`VALUED` first (their unions' areas are kept), then every area."""
         out = []
         if unions.valuer is not None:
-            out += [(f"value:{name}", groups[name]) for name in VALUED]
-        return out + list(groups.items())
+            out += [(f"value:{name}", groups[name], "value") for name in VALUED]
+        return out + [(name, keys, "area") for name, keys in groups.items()]
 
     def _on_border(self, tile: pd.DataFrame) -> np.ndarray:
         out = np.zeros(len(tile), dtype=bool)
@@ -201,8 +200,7 @@ class TileSummaries:
             kept = attributes.iloc[at].reset_index(drop=True)
             unions = self._unions(kept, geoms)
             groups = summary_keys(kept, self.unit_cols)
-            for name, keys in self._measured(groups, unions):
-                measure = "value" if name.startswith("value:") else "area"
+            for name, keys, measure in self._measured(groups, unions):
                 contrib[name][at] = unions.contributions(keys, measure=measure)
             self.snapped += unions.snapped
             logger.info(

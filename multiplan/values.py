@@ -41,12 +41,7 @@ def piece_values(
         return np.full(n, np.nan)
     area_m2 = pieces["area_m2"].to_numpy(dtype=float)
     if revenue.table is not None:
-        rates = read_revenue_table(revenue.table)
-        per_mu = np.array(
-            [_rate(rates, c) for c in pieces["a_class"].to_numpy(dtype=object)],
-            dtype=float,
-        )
-        out: np.ndarray = per_mu * to_mu(area_m2)
+        out: np.ndarray = class_rates(pieces, revenue.table) * to_mu(area_m2)
         return out
     assert revenue.raster is not None
     raster = layers.layer(revenue.raster).raster
@@ -56,6 +51,15 @@ def piece_values(
     )
     value: np.ndarray = mean * area_m2
     return to_mu(value) if revenue.unit == "yuan_per_mu" else value
+
+
+def class_rates(pieces: pd.DataFrame, table: Path) -> np.ndarray:
+    """Return each piece's 元/亩 from a revenue table by its A class (longest code prefix; NaN: none)."""
+    rates = read_revenue_table(table)
+    return np.array(
+        [_rate(rates, c) for c in pieces["a_class"].to_numpy(dtype=object)],
+        dtype=float,
+    )
 
 
 def union_valuer(
@@ -87,11 +91,7 @@ def union_valuer(
             return to_mu(value) if revenue.unit == "yuan_per_mu" else value
 
         return by_raster
-    table = read_revenue_table(revenue.table)
-    rates = np.array(
-        [_rate(table, c) for c in pieces["a_class"].to_numpy(dtype=object)],
-        dtype=float,
-    )
+    rates = class_rates(pieces, revenue.table)
     geoms = np.asarray(geoms, dtype=object)
 
     def by_rate(
