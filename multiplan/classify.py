@@ -313,17 +313,14 @@ def classify_codes(
     unmapped
         How many features carry each unmapped source code (null codes as ``"<null>"``).
     """
-    unique = pd.unique(values.to_numpy(dtype=object))
-    table: dict[object, str | None] = {}
-    for u in unique:
-        table[u] = crosswalk.lookup(u)
-    out = np.array([table[v] for v in values.to_numpy(dtype=object)], dtype=object)
+    # each distinct code is looked up once (a layer has a few dozen, not 100 000)
+    codes, unique = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
+    table = np.array([crosswalk.lookup(u) for u in unique], dtype=object)
+    out = table[codes]
     unmapped: Counter[str] = Counter()
-    for v, c in zip(values.to_numpy(dtype=object), out, strict=True):
-        if c is None:
-            unmapped[
-                "<null>"
-                if v is None or (isinstance(v, float) and np.isnan(v))
-                else str(v)
-            ] += 1
+    counts = np.bincount(codes, minlength=len(unique))
+    for u, c, n in zip(unique, table, counts, strict=True):
+        if c is None and n:
+            null = u is None or (isinstance(u, float) and np.isnan(u))
+            unmapped["<null>" if null else str(u)] += int(n)
     return out, unmapped

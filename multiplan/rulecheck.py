@@ -33,6 +33,8 @@ from multiplan.pieces import concat_pieces, sort_pieces
 from multiplan.piecestore import (
     Geometries,
     MemoryGeometries,
+    WriteAhead,
+    conflicts_layer,
     pieces_frame,
     write_pieces_gpkg,
 )
@@ -50,7 +52,7 @@ from multiplan.rulestages import (
     tile_layers,
     warn_empty_sides,
 )
-from multiplan.summary import summarise
+from multiplan.summary import cleans_ahead, rule_layers, summarise
 from multiplan.tilecheck import border_features, staged_check
 from multiplan.values import piece_values
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
@@ -107,6 +109,8 @@ class CheckResult:
     yields: YieldResult | None = field(default=None, repr=False)
     totals: Mapping[str, float] = field(default_factory=dict)
     """District totals in m², areas of unions: ``all`` and per severity."""
+    ahead: WriteAhead | None = field(default=None, repr=False, compare=False)
+    """conflicts.gpkg, written while the check summarised (:meth:`write` moves it into place)."""
 
     @functools.cached_property
     def pieces(self) -> gpd.GeoDataFrame:
@@ -147,16 +151,13 @@ class CheckResult:
         from multiplan.io import csv_writer, json_writer
         from multiplan.ledger import check_ledger, workbook_writer
         from multiplan.report import report_writer
-        from multiplan.styles import CONFLICT_STYLE
 
         files: dict[str, Writer] = {
             "conflicts.gpkg": functools.partial(
-                write_pieces_gpkg,
+                write_pieces_gpkg if self.ahead is None else self.ahead.place,
                 attributes=self.attributes,
                 geometries=self.geometries,
-                layer="conflicts",
-                crs=self.project.working_crs,
-                style=CONFLICT_STYLE,
+                **conflicts_layer(self.project.working_crs),
             ),
             "summary.csv": csv_writer(self.summary),
         }
@@ -287,8 +288,7 @@ def check(
     only
         Rule ids to run (``--only``); default all.
     workers
-        Threads for the overlay; default all cores. Results are identical for
-        every value.
+        Threads for the overlay; default all cores. Same results for any value.
     allow_unmapped
         Accept source codes the crosswalk does not map (their class is null and
         no class selector matches them); otherwise they are an error.
@@ -337,14 +337,14 @@ def check(
     timings["read"] = time.perf_counter() - t
     check_layers_for_rules(project, rules, lay, allow_unmapped=allow_unmapped)
     levels = build_levels(project, lay) if rules else None
-
     if cluster is not None and layers is not None:
         raise InputError(
             "--cluster reads the layers on its workers from the manifest's paths: pass no layers",
             path=project.path,
             hint="Run check(project, cluster=...) without layers=, or without cluster=",
         )
-    t = time.perf_counter()
+    cleans = cleans_ahead(lay, rule_layers(rules), workers) if rules else None
+    t = time.perf_counter()  # the clean features are found beside the overlay
     tiling = start_tiles(
         project,
         rules,
@@ -359,6 +359,8 @@ def check(
     columns = piece_columns(levels)
     pieces: gpd.GeoDataFrame | None = None
     geometries: Geometries
+    gpkg = conflicts_layer(project.working_crs)  # written while the summaries run
+    aheads: list[WriteAhead] = []
     if len(tiling.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
         border = border_features(lay, tiling.a_layers, tiling.grid, tiling.points)
         release()  # the reading's and the border boxes' freed pages
@@ -372,6 +374,10 @@ def check(
             levels=levels,
             workers=workers,
             values=(lambda tile: with_values(tile, project, lay)) if revenue else None,
+            sealed=lambda attributes, store: aheads.append(
+                WriteAhead(attributes, store, **gpkg)
+            ),
+            cleans=cleans,
         )
         attributes, geometries = staged.attributes, staged.store
         sums = staged.summaries
@@ -384,12 +390,15 @@ def check(
             t = time.perf_counter()
             pieces = with_values(pieces, project, lay)
             timings["yield"] = time.perf_counter() - t
-        t = time.perf_counter()
-        progress("summary", 0, 1, "summary")
-        sums = summarise(pieces, rules, project, lay, workers=workers, levels=levels)
-        timings["summarise"] = time.perf_counter() - t
         attributes = pd.DataFrame(pieces.drop(columns=pieces.geometry.name))
         geometries = MemoryGeometries(np.asarray(pieces.geometry.array, dtype=object))
+        aheads.append(WriteAhead(attributes, geometries, **gpkg))
+        t = time.perf_counter()
+        progress("summary", 0, 1, "summary")
+        sums = summarise(
+            pieces, rules, project, lay, workers=workers, levels=levels, cleans=cleans
+        )
+        timings["summarise"] = time.perf_counter() - t
     yields = None
     if project.yield_ is not None:
         t = time.perf_counter()
@@ -418,13 +427,8 @@ def check(
     for r in rules:
         n, area = tiling.below_min_area.get(r.id, (0, 0.0))
         if n:
-            logger.info(
-                "%s: %d pieces under min_area %g m² dropped (%.2f m² in all)",
-                r.id,
-                n,
-                r.min_area,
-                area,
-            )
+            msg = "%s: %d pieces under min_area %g m² dropped (%.2f m² in all)"
+            logger.info(msg, r.id, n, r.min_area, area)
     logger.info(
         "check done: %d rules, %d pieces in %.2f s",
         len(rules),
@@ -443,6 +447,7 @@ def check(
         layers=lay,
         yields=yields,
         totals=sums.totals,
+        ahead=aheads[0] if aheads else None,
     )
     if pieces is not None:
         result.__dict__["pieces"] = pieces  # the frame at hand, not a second one

@@ -8,7 +8,7 @@ the ledgers read these tables and never add areas up themselves.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from multiplan.layers import Layers
     from multiplan.rules import Rule
     from multiplan.specs import Project
+
+    Cleans = Mapping[str, np.ndarray] | Future[dict[str, np.ndarray]]
+    """Which features of each layer are clean, or a future of it (:func:`cleans_ahead`)."""
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ def summarise(
     *,
     workers: int = 1,
     levels: Levels | None = None,
+    cleans: Cleans | None = None,
 ) -> Summaries:
     """Return the summary tables of a check's pieces.
 
@@ -72,11 +76,21 @@ def summarise(
         The levels of units (built from the project when not given). With
         several, ``by_unit`` and ``units`` have a first column ``level`` and a
         block of rows per level (SPEC §14).
+    cleans
+        The rule layers' clean features (:func:`layer_cleans`), or a future of
+        them (:func:`cleans_ahead`); found here when not given.
     """
     names = level_names(project)
     if levels is None and names and all(n in layers for n in project.units):
         levels = build_levels(project, layers)
-    unions = piece_unions(pieces, project, workers=workers, layers=layers, rules=rules)
+    unions = piece_unions(
+        pieces,
+        project,
+        workers=workers,
+        layers=layers,
+        rules=rules,
+        cleans=resolve(cleans),
+    )
     keys = summary_keys(pieces, unit_columns(levels, names))
     areas: dict[str, dict[Any, float]] = {}
     if unions.valuer is not None:  # values first: their unions' areas are kept
@@ -256,6 +270,42 @@ def _strips(geoms: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]
     return out
 
 
+def resolve(cleans: Cleans | None) -> Mapping[str, np.ndarray] | None:
+    """Return the clean flags, waiting for them if they are being found."""
+    return cleans.result() if isinstance(cleans, Future) else cleans
+
+
+def rule_layers(rules: Sequence[Rule]) -> list[str]:
+    """Return the layers the rules read (A and B sides), each once."""
+    return list(dict.fromkeys(n for r in rules for n in (r.a.layer, r.b.layer) if n))
+
+
+def cleans_ahead(
+    layers: Layers, names: Sequence[str], workers: int = 2
+) -> Future[dict[str, np.ndarray]]:
+    """Start :func:`layer_cleans` in a thread of its own; return its future.
+
+    The coverage check is GEOS work (it releases the GIL) that needs only the
+    layers, so a check starts it before its overlay and uses it to summarise:
+    it fills the moments the overlay leaves a core free. The geometries are
+    taken here, in the calling thread.
+    """
+    geoms = _layer_geoms(layers, names)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="multiplan-cleans")
+    try:
+        return pool.submit(_geoms_cleans, geoms, workers)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one job
+
+
+def _layer_geoms(layers: Layers, names: Sequence[str]) -> dict[str, np.ndarray]:
+    return {
+        n: np.asarray(layers[n].geometry.array, dtype=object)
+        for n in dict.fromkeys(names)
+        if n in layers
+    }
+
+
 def layer_cleans(
     layers: Layers, names: Sequence[str], workers: int = 2
 ) -> dict[str, np.ndarray]:
@@ -265,8 +315,11 @@ def layer_cleans(
     layer at a time, or a big layer in strips (:func:`_strips`), with the same
     flags as one check of the whole layer.
     """
-    names = [n for n in dict.fromkeys(names) if n in layers]
-    geoms = {n: np.asarray(layers[n].geometry.array, dtype=object) for n in names}
+    return _geoms_cleans(_layer_geoms(layers, names), workers)
+
+
+def _geoms_cleans(geoms: dict[str, np.ndarray], workers: int) -> dict[str, np.ndarray]:
+    names = list(geoms)
     jobs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []
     for n in names:
         parts = min(max(1, workers), len(geoms[n]) // _CLEAN_CHUNK)

@@ -34,6 +34,8 @@ from multiplan.summary import (
     Summaries,
     layer_cleans,
     piece_unions,
+    resolve,
+    rule_layers,
     summary_keys,
     summary_tables,
     unit_columns,
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from multiplan.levels import Levels
     from multiplan.rules import Rule
     from multiplan.specs import Project
+    from multiplan.summary import Cleans
     from multiplan.tiles import TileGrid
 
 logger = logging.getLogger(__name__)
@@ -105,6 +108,7 @@ class TileSummaries:
         border: Mapping[str, np.ndarray],
         *,
         workers: int = 1,
+        cleans: Cleans | None = None,
     ) -> None:
         self.project = project
         self.rules = rules
@@ -113,9 +117,7 @@ class TileSummaries:
         self.border = border
         self.workers = workers
         self.unit_cols = unit_columns(levels, level_names(project))
-        self.cleans = layer_cleans(
-            layers, [r.a.layer for r in rules] + [r.b.layer for r in rules], workers
-        )
+        self._cleans = cleans
         self._contrib: dict[str, list[np.ndarray]] = {}
         self._kept: list[np.ndarray] = []
         self._kept_at: list[np.ndarray] = []
@@ -150,7 +152,7 @@ class TileSummaries:
             layers=self.layers,
             rules=self.rules,
             geoms=geoms,
-            cleans=self.cleans,
+            cleans=self.cleans(),
         )
 
     @staticmethod
@@ -162,6 +164,17 @@ class TileSummaries:
         if unions.valuer is not None:
             out += [(f"value:{name}", groups[name], "value") for name in VALUED]
         return out + [(name, keys, "area") for name, keys in groups.items()]
+
+    def cleans(self) -> Mapping[str, np.ndarray]:
+        """Return the rule layers' clean features (found once, or waited for once)."""
+        if self._cleans is None:
+            self._cleans = layer_cleans(
+                self.layers, rule_layers(self.rules), self.workers
+            )
+        found = resolve(self._cleans)
+        assert found is not None
+        self._cleans = found
+        return found
 
     def _on_border(self, tile: pd.DataFrame) -> np.ndarray:
         out = np.zeros(len(tile), dtype=bool)
@@ -230,6 +243,8 @@ def staged_check(
     levels: Levels | None,
     workers: int = 1,
     values: Callable[[gpd.GeoDataFrame], gpd.GeoDataFrame] | None = None,
+    sealed: Callable[[pd.DataFrame, PieceStore], object] | None = None,
+    cleans: Cleans | None = None,
 ) -> StagedPieces:
     """Run the tiles one after another, staging each tile's geometries and summarising it.
 
@@ -243,9 +258,18 @@ def staged_check(
         Per A layer, its features near another tile (:func:`border_features`).
     values
         Adds ``value_yuan`` to a tile's pieces (land yield), or ``None``.
+    sealed
+        Called with every piece's attributes and the store once they are in
+        their final order, before the clusters across tiles are unioned (the
+        check writes conflicts.gpkg meanwhile).
+    cleans
+        The rule layers' clean features, or a future of them
+        (:func:`~multiplan.summary.cleans_ahead`).
     """
     store = PieceStore()
-    sums = TileSummaries(project, rules, layers, levels, border, workers=workers)
+    sums = TileSummaries(
+        project, rules, layers, levels, border, workers=workers, cleans=cleans
+    )
     parts: list[pd.DataFrame] = []
     corners: list[np.ndarray] = []
     count = 0
@@ -282,4 +306,6 @@ def staged_check(
     attributes = attributes.iloc[order].reset_index(drop=True)
     release()  # the unsorted attributes' pages
     store.seal(order)
+    if sealed is not None:
+        sealed(attributes, store)
     return StagedPieces(attributes, store, sums.finish(attributes, order), count)

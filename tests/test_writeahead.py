@@ -1,0 +1,90 @@
+"""conflicts.gpkg written ahead, in a thread, while the check summarises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS
+
+from multiplan.piecestore import (
+    MemoryGeometries,
+    WriteAhead,
+    conflicts_layer,
+    write_pieces_gpkg,
+)
+
+CRS_ = CRS.from_epsg(4549)
+
+
+def _pieces(n: int = 300) -> tuple[pd.DataFrame, MemoryGeometries]:
+    attrs = pd.DataFrame(
+        {"rule_id": ["R"] * n, "a_id": [str(i) for i in range(n)], "area_m2": 1.0}
+    )
+    geoms = np.array([shapely.box(i, 0, i + 1, 1) for i in range(n)], dtype=object)
+    return attrs, MemoryGeometries(geoms)
+
+
+def test_placed_file_is_the_file_written_in_place(tmp_path):
+    attrs, geoms = _pieces()
+    options = conflicts_layer(CRS_)
+    write_pieces_gpkg(tmp_path / "direct.gpkg", attrs, geoms, **options)
+    ahead = WriteAhead(attrs, geoms, **options)
+    ahead.place(tmp_path / "ahead.gpkg", attributes=attrs, geometries=geoms, **options)
+    assert (tmp_path / "ahead.gpkg").read_bytes() == (
+        tmp_path / "direct.gpkg"
+    ).read_bytes()
+    # placed once: a second place writes the file anew, the same bytes
+    ahead.place(tmp_path / "again.gpkg", attributes=attrs, geometries=geoms, **options)
+    assert (tmp_path / "again.gpkg").read_bytes() == (
+        tmp_path / "direct.gpkg"
+    ).read_bytes()
+    folder = ahead.folder
+    ahead.close()
+    assert folder is not None
+    assert not folder.exists()
+
+
+def test_changed_pieces_are_written_as_they_are_now(tmp_path):
+    attrs, geoms = _pieces()
+    options = conflicts_layer(CRS_)
+    ahead = WriteAhead(attrs, geoms, **options)
+    attrs.loc[0, "rule_id"] = "CHANGED"  # a notebook edits the result before writing
+    ahead.place(tmp_path / "out.gpkg", attributes=attrs, geometries=geoms, **options)
+    write_pieces_gpkg(tmp_path / "direct.gpkg", attrs, geoms, **options)
+    assert (tmp_path / "out.gpkg").read_bytes() == (
+        tmp_path / "direct.gpkg"
+    ).read_bytes()
+    other = MemoryGeometries(geoms.geoms.copy())
+    other.geoms[1] = shapely.box(0, 0, 9, 9)
+    ahead2 = WriteAhead(attrs, geoms, **options)
+    ahead2.place(tmp_path / "g.gpkg", attributes=attrs, geometries=other, **options)
+    write_pieces_gpkg(tmp_path / "g_direct.gpkg", attrs, other, **options)
+    assert (tmp_path / "g.gpkg").read_bytes() == (
+        tmp_path / "g_direct.gpkg"
+    ).read_bytes()
+
+
+def test_a_failed_write_ahead_falls_back_to_writing_in_place(tmp_path, monkeypatch):
+    import multiplan.piecestore as ps
+
+    attrs, geoms = _pieces()
+    options = conflicts_layer(CRS_)
+    real = ps.write_pieces_gpkg
+    calls = []
+
+    def failing(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ps, "write_pieces_gpkg", failing)
+    ahead = WriteAhead(attrs, geoms, **options)
+    ahead.place(tmp_path / "out.gpkg", attributes=attrs, geometries=geoms, **options)
+    assert len(calls) == 2
+    assert calls[1] == tmp_path / "out.gpkg"
+    real(tmp_path / "direct.gpkg", attrs, geoms, **options)
+    assert (tmp_path / "out.gpkg").read_bytes() == (
+        tmp_path / "direct.gpkg"
+    ).read_bytes()
