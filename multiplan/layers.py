@@ -530,7 +530,7 @@ def _prepare_vector(
     if spec.class_field is not None and spec.crosswalk_path is not None:
         cw = load_crosswalk(spec.crosswalk_path)
         classes, unmapped = classify_codes(attrs[spec.class_field], cw)
-        source_codes = _code_texts(attrs[spec.class_field])
+        source_codes = attrs[spec.class_field].map(_code_text).to_numpy(dtype=object)
     else:
         classes = np.full(len(attrs), spec.cls, dtype=object)
         source_codes = np.full(len(attrs), None, dtype=object)
@@ -574,27 +574,6 @@ def _prepare_vector(
     return Layer(spec=spec, frame=out, family=family, stats=stats)  # type: ignore[arg-type]
 
 
-def _code_texts(values: pd.Series) -> np.ndarray:
-    """Return :func:`_code_text` of every value, vectorised where the column's type allows.
-
-    Examples
-    --------
-    >>> _code_texts(pd.Series([" A1 ", None, 3.0, float("nan"), 7])).tolist()
-    ['A1', None, '3', None, '7']
-    >>> _code_texts(pd.Series([101, 7])).tolist()
-    ['101', '7']
-    """
-    dtype = values.dtype
-    if isinstance(dtype, np.dtype) and dtype.kind in "iu":  # no nulls in these
-        return values.astype(str).to_numpy(dtype=object)
-    if isinstance(dtype, pd.StringDtype):  # text read through Arrow
-        out = np.asarray(values.str.strip().to_numpy(dtype=object), dtype=object)
-        out[pd.isna(out)] = None
-        return out
-    codes, unique = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
-    return np.array([_code_text(u) for u in unique], dtype=object)[codes]
-
-
 def _code_text(v: object) -> str | None:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return None
@@ -615,7 +594,7 @@ def _feature_ids(
         numbers = np.arange(len(frame)) if rows is None else rows
         return np.array([str(i) for i in numbers], dtype=object)
     raw = frame[spec.id_field]
-    ids = _code_texts(raw)
+    ids = raw.map(_code_text).to_numpy(dtype=object)
     missing = np.flatnonzero(pd.isna(ids) | (ids == ""))
     if len(missing):
         raise _fail(
