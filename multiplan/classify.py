@@ -131,8 +131,44 @@ class Crosswalk:
         return None
 
 
+def _is_null(v: object) -> bool:
+    """Whether a cell holds no value: None, NaN or pandas' NA (Arrow columns)."""
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+
+
+def code_text(v: object) -> str | None:
+    """Return a code or id cell as trimmed text, ``None`` where the cell is empty.
+
+    A float that holds an integer (a numeric field read with nulls) loses its ``.0``.
+
+    Examples
+    --------
+    >>> code_text(" A1 "), code_text(3.0), code_text(pd.NA), code_text(float("nan"))
+    ('A1', '3', None, None)
+    """
+    if _is_null(v):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def code_texts(values: pd.Series) -> np.ndarray:
+    """Return :func:`code_text` of every value, one call per distinct value.
+
+    Examples
+    --------
+    >>> code_texts(pd.Series([" A1 ", None, 3.0, float("nan"), 7])).tolist()
+    ['A1', None, '3', None, '7']
+    >>> code_texts(pd.Series(["a", None], dtype="string")).tolist()
+    ['a', None]
+    """
+    codes, unique = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
+    return np.array([code_text(u) for u in unique], dtype=object)[codes]
+
+
 def _candidates(code: object) -> list[str]:
-    if code is None or (isinstance(code, float) and np.isnan(code)):
+    if _is_null(code):
         return []
     if isinstance(code, float) and code.is_integer():
         code = int(code)
@@ -321,6 +357,5 @@ def classify_codes(
     counts = np.bincount(codes, minlength=len(unique))
     for u, c, n in zip(unique, table, counts, strict=True):
         if c is None and n:
-            null = u is None or (isinstance(u, float) and np.isnan(u))
-            unmapped["<null>" if null else str(u)] += int(n)
+            unmapped["<null>" if _is_null(u) else str(u)] += int(n)
     return out, unmapped

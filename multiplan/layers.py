@@ -23,7 +23,7 @@ import shapely
 
 from multiplan import crs as crs_mod
 from multiplan import geometry
-from multiplan.classify import classify_codes, load_crosswalk
+from multiplan.classify import classify_codes, code_texts, load_crosswalk
 from multiplan.errors import InputError, LayerError
 from multiplan.filters import where_mask
 from multiplan.io import (
@@ -530,7 +530,7 @@ def _prepare_vector(
     if spec.class_field is not None and spec.crosswalk_path is not None:
         cw = load_crosswalk(spec.crosswalk_path)
         classes, unmapped = classify_codes(attrs[spec.class_field], cw)
-        source_codes = attrs[spec.class_field].map(_code_text).to_numpy(dtype=object)
+        source_codes = code_texts(attrs[spec.class_field])
     else:
         classes = np.full(len(attrs), spec.cls, dtype=object)
         source_codes = np.full(len(attrs), None, dtype=object)
@@ -574,14 +574,6 @@ def _prepare_vector(
     return Layer(spec=spec, frame=out, family=family, stats=stats)  # type: ignore[arg-type]
 
 
-def _code_text(v: object) -> str | None:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return None
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v).strip()
-
-
 def _crs_label(crs: CRS) -> str:
     code = crs.to_epsg()
     return f"EPSG:{code} ({crs.name})" if code else crs.name
@@ -594,7 +586,7 @@ def _feature_ids(
         numbers = np.arange(len(frame)) if rows is None else rows
         return np.array([str(i) for i in numbers], dtype=object)
     raw = frame[spec.id_field]
-    ids = raw.map(_code_text).to_numpy(dtype=object)
+    ids = code_texts(raw)
     missing = np.flatnonzero(pd.isna(ids) | (ids == ""))
     if len(missing):
         raise _fail(
