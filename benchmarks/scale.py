@@ -1,6 +1,6 @@
 """Scale: the whole ``multiplan check`` process against read + geopandas.overlay + write.
 
-    python benchmarks/scale.py [--scales 1 4] [--fuse-scale 0.25] [--skip cluster]
+    python benchmarks/scale.py [--scales 1 4] [--fuse-scale 0.25] [--skip cluster] [--repeat 3]
     python benchmarks/scale.py --scales 40      # a 4-million-parcel province (needs hours and ~20 GiB)
 
 At scale 1 the district has 100 000 parcels (plan A), 20 000 parcels (plan B) and
@@ -9,8 +9,11 @@ has four times each. The rules are A × B and A × zones (intersect), what the
 naive script computes. Each method runs in its own process; the script prints
 wall time, peak memory (VmHWM of the process that runs the check: a cluster's
 workers are separate processes, not counted), pieces per second and the ratio of
-the naive script's time to each method's. The outputs of every multiplan method
-must be byte-identical (conflicts.gpkg, summary.csv); the script exits 1 if not.
+the naive script's time to each method's. With ``--repeat N`` the methods run N
+times in turn (naive, check, …, naive, check, …) and the run with the median time
+of each is shown: on a shared machine one run can be 20 % off either way. The
+outputs of every multiplan method must be byte-identical (conflicts.gpkg,
+summary.csv); the script exits 1 if not.
 
 Methods:
 
@@ -155,12 +158,29 @@ def run(method: str, manifest: Path, side: float) -> dict[str, object]:
     return dict(json.loads(proc.stdout.decode().strip().splitlines()[-1]))
 
 
+def _median(tries: list[dict[str, object]]) -> dict[str, object]:
+    """Return the run with the median time (a failed run fails the method)."""
+    failed = [r for r in tries if "failed" in r]
+    if failed:
+        return failed[0]
+    ranked = sorted(tries, key=lambda r: float(r["seconds"]))  # type: ignore[arg-type]
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _spread(tries: list[dict[str, object]]) -> str:
+    """Return every run's time, when there were several."""
+    if len(tries) < 2:
+        return ""
+    return "   (runs: " + " ".join(f"{float(r['seconds']):.2f}" for r in tries) + ")"  # type: ignore[arg-type]
+
+
 def main() -> int:
     """Generate each scale, run every method, print the table; exit 1 on a mismatch."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 4.0])
     parser.add_argument("--fuse-scale", type=float, default=0.25)
     parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--child")
     parser.add_argument("--manifest", type=Path)
     parser.add_argument("--side", type=float, default=0.0)
@@ -185,8 +205,12 @@ def main() -> int:
                 if m not in args.skip
             ]
             row: dict[str, dict[str, object]] = {}
+            tries: dict[str, list[dict[str, object]]] = {m: [] for m in methods}
+            for _ in range(args.repeat):
+                for m in methods:
+                    tries[m].append(run(m, manifest, side))
             for m in methods:
-                r = run(m, manifest, side)
+                r = _median(tries[m])
                 row[m] = r
                 if "failed" in r:
                     print(f"{m:<10}  {r['failed']}")
@@ -201,6 +225,7 @@ def main() -> int:
                 print(
                     f"{m:<10}{sec:>9.2f}{float(r['peak_mb']):>10,.0f}{int(r['pieces']):>11,}"  # type: ignore[arg-type,call-overload]
                     f"{int(r['pieces']) / sec:>11,.0f}  {base / sec:.2f}"  # type: ignore[call-overload]
+                    + _spread(tries[m])
                 )
             outs = [
                 Path(tmp) / f"out-{m}"

@@ -109,7 +109,8 @@ def overlap_pairs(
     Pairs that only touch are left out: they share no area, so they need not be
     unioned. Candidates come from one STRtree query; ``known_apart(i, j)`` may say
     which candidates cannot overlap (from where the pieces came from), and the
-    rest get the exact test, the DE-9IM pattern ``T********``.
+    rest get the exact test: interiors meet (the DE-9IM pattern ``T********``),
+    asked as "intersects and does not touch".
 
     Examples
     --------
@@ -135,9 +136,12 @@ def overlap_pairs(
     )
 
     def meet(idx: np.ndarray) -> np.ndarray:
-        return np.asarray(
-            shapely.relate_pattern(geoms[i[idx]], geoms[j[idx]], "T********")
-        )
+        # interiors meet (DE-9IM T********) = they intersect and do not touch;
+        # GEOS answers the two predicates about twice as fast as the pattern
+        a, b = geoms[i[idx]], geoms[j[idx]]
+        hit = np.asarray(shapely.intersects(a, b), dtype=bool)
+        hit[hit] = ~np.asarray(shapely.touches(a[hit], b[hit]), dtype=bool)
+        return hit
 
     if workers > 1 and len(chunks) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:

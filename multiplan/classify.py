@@ -160,9 +160,18 @@ def code_texts(values: pd.Series) -> np.ndarray:
     --------
     >>> code_texts(pd.Series([" A1 ", None, 3.0, float("nan"), 7])).tolist()
     ['A1', None, '3', None, '7']
-    >>> code_texts(pd.Series(["a", None], dtype="string")).tolist()
+    >>> code_texts(pd.Series([" a", None], dtype="string")).tolist()
     ['a', None]
+    >>> code_texts(pd.Series([101, 7])).tolist()
+    ['101', '7']
     """
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":  # integers have no nulls
+        return values.astype(str).to_numpy(dtype=object)
+    if isinstance(dtype, pd.StringDtype):  # text read through Arrow: ids are distinct
+        out = np.asarray(values.str.strip().to_numpy(dtype=object), dtype=object)
+        out[pd.isna(out)] = None
+        return out
     codes, unique = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
     return np.array([code_text(u) for u in unique], dtype=object)[codes]
 

@@ -28,6 +28,7 @@ from pyproj import CRS
 
 from multiplan.crs import window
 from multiplan.errors import LayerError
+from multiplan.gpkgproc import GPKG_TIMESTAMP
 from multiplan.shapefiles import judge_encoding, shape_index
 from multiplan.styles import add_styles
 
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 Writer = Callable[[Path], None]
 """Writes one output file to the path it is given."""
-GPKG_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 
 
 @dataclass(frozen=True)

@@ -465,9 +465,12 @@ def _prepare_vector(
     geoms = np.asarray(frame.geometry.array, dtype=object)
     null = shapely.is_missing(geoms)
     empty = ~null & shapely.is_empty(geoms)
-    types = Counter(str(t) for t in shapely.get_type_id(geoms[~null & ~empty]))
+    type_ids, counts = np.unique(
+        shapely.get_type_id(geoms[~null & ~empty]), return_counts=True
+    )
     geometry_types = {
-        GEOMETRY_TYPE_NAMES.get(int(k), k): v for k, v in sorted(types.items())
+        GEOMETRY_TYPE_NAMES.get(int(k), str(k)): int(v)
+        for k, v in sorted(zip(type_ids.astype(str), counts, strict=True))
     }
     keep = ~null & ~empty
     bad = np.flatnonzero(keep & geometry.non_finite(geoms))
@@ -596,8 +599,7 @@ def _feature_ids(
             feature=f"row {missing[0]}",
             hint="Fill the ids, or remove id_field to use row numbers",
         )
-    counts = Counter(ids.tolist())
-    dups = [k for k, v in counts.items() if v > 1]
+    dups = list(pd.unique(ids[pd.Series(ids).duplicated().to_numpy()]))
     if dups:
         shown = ", ".join(sorted(dups)[:5])
         raise _fail(

@@ -244,11 +244,14 @@ class _Cancellable:
 
 
 class WriteAhead:
-    """conflicts.gpkg written in a thread of its own while the check summarises.
+    """conflicts.gpkg written ahead while the check summarises.
 
     A check knows its pieces before their summaries, and encoding the GeoPackage
     (about 2 s for 280 000 pieces, mostly in GDAL) and unioning clusters (in
-    GEOS) each leave a core free. The file is the same wherever it is written,
+    GEOS) each leave a core free. A thread makes the record batches and hands
+    them to a child process that runs GDAL (:mod:`multiplan.gpkgproc`): GDAL's
+    Arrow writer holds Python's lock a batch at a time, which in this process
+    would stall the summaries' Python. The file is the same wherever it is written,
     so :meth:`place` moves the finished file to its place in the output folder
     (a copy across file systems). It writes the file there itself when the write
     ahead failed, was placed already, or the pieces changed since: a write ahead
@@ -374,7 +377,9 @@ def _write_ahead(
     failed: list[BaseException],
 ) -> None:
     try:
-        write_pieces_gpkg(path, attributes, geometries, **options)
+        write_pieces_gpkg(
+            path, attributes, geometries, **options, apart=path.with_suffix(".log")
+        )
     except BaseException as exc:  # judged in place(), never lost
         failed.append(exc)
 
@@ -471,18 +476,52 @@ def write_pieces_gpkg(
     layer: str,
     crs: CRS,
     style: LayerStyle | None = None,
+    apart: Path | None = None,
 ) -> None:
     """Write the pieces as one GeoPackage layer, a batch at a time (in memory or staged).
 
     A layer with both polygons and multipolygons is written as MultiPolygon (a
     GeoPackage layer has one geometry type). The GeoPackage's last-change time
-    is pinned, so that the same pieces give the same file.
+    is pinned, so that the same pieces give the same file. With ``apart`` (a
+    log file), GDAL writes in a child process (:mod:`multiplan.gpkgproc`): the
+    same file, without holding this process's global lock.
     """
     import pyarrow as pa
     import pyogrio
 
+    from multiplan.gpkgproc import write_apart
     from multiplan.io import pinned_gpkg_time
     from multiplan.styles import add_styles
+
+    schema, batches, geometry_type = piece_batches(attributes, geometries)
+    epsg = crs.to_epsg()
+    options = {
+        "layer": layer,
+        "driver": "GPKG",
+        "geometry_name": "geometry",
+        "geometry_type": geometry_type,
+        "crs": f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL"),
+    }
+    if apart is not None:
+        write_apart(path, schema, batches, options, log=apart)
+    else:
+        with pinned_gpkg_time():
+            pyogrio.write_arrow(
+                pa.RecordBatchReader.from_batches(schema, batches), path, **options
+            )
+    if style is not None:
+        add_styles(path, [(layer, "geometry", style)])
+
+
+def piece_batches(
+    attributes: pd.DataFrame, geometries: Geometries
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch], str]:
+    """Return the pieces' Arrow schema, their record batches and their geometry type.
+
+    Batches of :data:`BATCH_ROWS` rows, made as they are read: staged pieces
+    are written in bounded memory.
+    """
+    import pyarrow as pa
 
     if len(attributes) != len(geometries):
         raise ValueError(f"{len(attributes)} rows for {len(geometries)} geometries")
@@ -511,16 +550,4 @@ def write_pieces_gpkg(
             del part, wkb, columns
             release()  # a batch's freed pages: staged pieces are written in bounded memory
 
-    epsg = crs.to_epsg()
-    with pinned_gpkg_time():
-        pyogrio.write_arrow(
-            pa.RecordBatchReader.from_batches(full, batches()),
-            path,
-            layer=layer,
-            driver="GPKG",
-            geometry_name="geometry",
-            geometry_type=geometry_type,
-            crs=f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL"),
-        )
-    if style is not None:
-        add_styles(path, [(layer, "geometry", style)])
+    return full, batches(), geometry_type

@@ -391,9 +391,9 @@ def provenance_apart(
             feature[mine] = pos
             clean[mine] = np.where(pos >= 0, cleans[name][np.maximum(pos, 0)], False)
         if side == "b":  # only a piece of intersect, distance 0, lies inside its B
-            outside = ~np.array(
-                [inside_b.get(r, False) for r in pieces["rule_id"]], dtype=bool
-            )
+            rule, rule_ids = pd.factorize(pieces["rule_id"].to_numpy(dtype=object))
+            inside = np.array([inside_b.get(r, False) for r in rule_ids] + [False])
+            outside = ~inside[rule]  # a piece of no rule (-1) is outside too
             feature[outside] = -1
             clean[outside] = False
         sides.append((lcode, feature, clean))

@@ -230,3 +230,27 @@ def test_land_in_no_unit_has_its_area_in_units_csv(tmp_path):
     assert nowhere["high_m2"] == pytest.approx(expected, rel=1e-9)
     assert nowhere["pieces"] == len(outside) == 2
     assert units.iloc[1]["area_m2"] == pytest.approx(100 * 70, rel=1e-9)
+
+
+def test_overlap_pairs_are_the_pairs_whose_interiors_meet():
+    # squares on a grid of whole metres: many share only an edge or a corner,
+    # some overlap, some hold another; with lines and points among them
+    from multiplan.areas import overlap_pairs
+
+    rng = np.random.default_rng(7)
+    xy = rng.integers(0, 12, size=(150, 2)).astype(float)
+    side = rng.integers(1, 4, size=150).astype(float)
+    geoms = list(shapely.box(xy[:, 0], xy[:, 1], xy[:, 0] + side, xy[:, 1] + side))
+    geoms += [shapely.LineString([(0, 3), (12, 3)]), shapely.Point(4, 4)]
+    geoms = np.array(geoms, dtype=object)
+    i, j = overlap_pairs(geoms, workers=2)
+    got = set(zip(i.tolist(), j.tolist(), strict=True))
+    want = {
+        (a, b)
+        for a in range(len(geoms))
+        for b in range(a + 1, len(geoms))
+        if shapely.relate_pattern(geoms[a], geoms[b], "T********")
+    }
+    assert got == want
+    touching = shapely.touches(geoms[:, None], geoms[None, :])
+    assert touching.sum() > 50  # the case the test is about is there

@@ -1,4 +1,4 @@
-"""conflicts.gpkg written ahead, in a thread, while the check summarises."""
+"""conflicts.gpkg written ahead, by a child process, while the check summarises."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def test_placed_file_is_the_file_written_in_place(tmp_path):
     write_pieces_gpkg(tmp_path / "direct.gpkg", attrs, geoms, **options)
     ahead = WriteAhead(attrs, geoms, **options)
     ahead.place(tmp_path / "ahead.gpkg", attributes=attrs, geometries=geoms, **options)
+    assert not ahead._failed  # written by the child process, and moved into place
     assert (tmp_path / "ahead.gpkg").read_bytes() == (
         tmp_path / "direct.gpkg"
     ).read_bytes()
@@ -88,3 +89,42 @@ def test_a_failed_write_ahead_falls_back_to_writing_in_place(tmp_path, monkeypat
     assert (tmp_path / "out.gpkg").read_bytes() == (
         tmp_path / "direct.gpkg"
     ).read_bytes()
+
+
+def test_a_write_ahead_without_its_child_process_writes_in_place(tmp_path, monkeypatch):
+    import sys
+
+    attrs, geoms = _pieces()
+    options = conflicts_layer(CRS_)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    ahead = WriteAhead(attrs, geoms, **options)
+    ahead.place(tmp_path / "out.gpkg", attributes=attrs, geometries=geoms, **options)
+    assert ahead._failed  # the child could not start ...
+    write_pieces_gpkg(tmp_path / "direct.gpkg", attrs, geoms, **options)
+    assert (tmp_path / "out.gpkg").read_bytes() == (
+        tmp_path / "direct.gpkg"
+    ).read_bytes()  # ... and the file is the same
+
+
+def test_the_child_process_says_why_it_failed(tmp_path):
+    import pyarrow as pa
+    import pytest
+
+    from multiplan.gpkgproc import write_apart
+
+    schema = pa.schema([pa.field("geometry", pa.binary())])
+    batch = pa.record_batch([pa.array([shapely.box(0, 0, 1, 1).wkb])], schema=schema)
+    options = {"layer": "x", "driver": "GPKG", "geometry_name": "geometry"}
+    options.update(geometry_type="Polygon", crs="EPSG:4549")
+    with pytest.raises(RuntimeError, match="unable to open"):
+        write_apart(
+            tmp_path / "missing" / "x.gpkg",
+            schema,
+            [batch],
+            options,
+            log=tmp_path / "x.log",
+        )
+    write_apart(tmp_path / "x.gpkg", schema, [batch], options, log=tmp_path / "y.log")
+    import pyogrio
+
+    assert pyogrio.read_info(tmp_path / "x.gpkg", layer="x")["features"] == 1
