@@ -8,6 +8,7 @@ three rules counts once (SPEC §6).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
@@ -123,9 +124,7 @@ def overlap_pairs(
         empty = np.zeros(0, dtype=np.intp)
         return empty, empty
     tree = shapely.STRtree(geoms)
-    i, j = tree.query(geoms)
-    keep = i < j
-    i, j = i[keep], j[keep]
+    i, j = _query_pairs(tree, geoms, workers)
     if known_apart is not None and len(i):
         maybe = ~known_apart(i, j)
         i, j = i[maybe], j[maybe]
@@ -149,6 +148,30 @@ def overlap_pairs(
     else:
         hit = meet(np.arange(len(i)))
     return i[hit], j[hit]
+
+
+def _query_pairs(
+    tree: shapely.STRtree, geoms: np.ndarray, workers: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the pairs ``i < j`` whose boxes meet, in the order of one query, asked in threads."""
+
+    def ask(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        i, j = tree.query(geoms[start:stop])
+        i = i + start
+        keep = i < j
+        return i[keep], j[keep]
+
+    edges = np.linspace(0, len(geoms), max(1, workers) * 2 + 1).astype(int)
+    spans = list(itertools.pairwise(edges.tolist()))
+    if workers > 1 and len(geoms) >= 4096:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda se: ask(*se), spans))
+    else:
+        parts = [ask(0, len(geoms))]
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+    )
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
