@@ -165,15 +165,14 @@ def code_texts(values: pd.Series) -> np.ndarray:
     >>> code_texts(pd.Series([101, 7])).tolist()
     ['101', '7']
     """
-    dtype = values.dtype
-    if isinstance(dtype, np.dtype) and dtype.kind in "iu":  # integers have no nulls
-        return values.astype(str).to_numpy(dtype=object)
-    if isinstance(dtype, pd.StringDtype):  # text read through Arrow: ids are distinct
-        out = np.asarray(values.str.strip().to_numpy(dtype=object), dtype=object)
-        out[pd.isna(out)] = None
-        return out
-    codes, unique = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
-    return np.array([code_text(u) for u in unique], dtype=object)[codes]
+    # through Python objects, not Arrow's compute: Arrow's allocator keeps what it
+    # freed, and reading a layer is where a check peaks
+    codes, unique = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    if pd.api.types.infer_dtype(unique, skipna=False) == "string":
+        texts = [u.strip() for u in unique.tolist()]  # ids: every value distinct
+    else:
+        texts = [code_text(u) for u in unique.tolist()]
+    return np.array([*texts, None], dtype=object)[codes]  # a null's code is -1
 
 
 def _candidates(code: object) -> list[str]:

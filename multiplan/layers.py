@@ -599,7 +599,8 @@ def _feature_ids(
             feature=f"row {missing[0]}",
             hint="Fill the ids, or remove id_field to use row numbers",
         )
-    dups = list(pd.unique(ids[pd.Series(ids).duplicated().to_numpy()]))
+    counts = Counter(ids.tolist())
+    dups = [k for k, v in counts.items() if v > 1]
     if dups:
         shown = ", ".join(sorted(dups)[:5])
         raise _fail(
