@@ -251,11 +251,12 @@ class WriteAhead:
     GEOS) each leave a core free. A thread makes the record batches; for pieces
     in memory it hands them to a child process that runs GDAL
     (:mod:`multiplan.gpkgproc`): GDAL's Arrow writer holds Python's lock a batch
-    at a time, which in this process would stall the summaries' Python. The file is the same wherever it is written,
-    so :meth:`place` moves the finished file to its place in the output folder
-    (a copy across file systems). It writes the file there itself when the write
-    ahead failed, was placed already, or the pieces changed since: a write ahead
-    never decides what a planner gets, only how soon.
+    at a time, which in this process would stall the summaries' Python. The file
+    is the same wherever it is written, so :meth:`place` moves the finished file
+    to its place in the output folder (a copy across file systems). It writes
+    the file there itself when the write ahead failed, was placed already, or
+    the pieces changed since: a write ahead never decides what a planner gets,
+    only how soon.
 
     The write ahead works on its own copy of the attributes (pandas frames are
     not safe to share between threads). Its temporary folder goes, and an
