@@ -498,7 +498,7 @@ def write_pieces_gpkg(
     from multiplan.io import pinned_gpkg_time
     from multiplan.styles import add_styles
 
-    schema, batches, geometry_type = piece_batches(attributes, geometries)
+    schema, batches, geometry_type = _piece_batches(attributes, geometries)
     epsg = crs.to_epsg()
     options = {
         "layer": layer,
@@ -518,7 +518,7 @@ def write_pieces_gpkg(
         add_styles(path, [(layer, "geometry", style)])
 
 
-def piece_batches(
+def _piece_batches(
     attributes: pd.DataFrame, geometries: Geometries
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch], str]:
     """Return the pieces' Arrow schema, their record batches and their geometry type.
