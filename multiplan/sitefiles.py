@@ -172,9 +172,14 @@ def _check_study_area(geom: shapely.Geometry, project: Project, source: str) -> 
         return 0.0
     from multiplan.layers import read_layer
 
-    boundary = read_layer(project.layers[project.boundary], project).frame
+    spec = project.layers[project.boundary]
+    # only the features whose boxes meet the site's can meet the site
+    near = tuple(float(v) for v in shapely.bounds(geom))
+    boundary = read_layer(spec, project, near=near).frame  # type: ignore[arg-type]
     area = shapely.union_all(np.asarray(boundary.geometry.array, dtype=object))
     if not shapely.intersects(area, geom):
+        whole = read_layer(spec, project).frame  # how far: every feature
+        area = shapely.union_all(np.asarray(whole.geometry.array, dtype=object))
         km = shapely.distance(area, geom) / 1000
         raise _fail(
             f"the site lies outside the study area ({km:,.1f} km from the boundary of {project.boundary})",
