@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyogrio
+import pytest
 import shapely
 from pyproj import CRS
 
+from multiplan.gpkgproc import write_apart
 from multiplan.piecestore import (
     MemoryGeometries,
     WriteAhead,
@@ -92,8 +98,6 @@ def test_a_failed_write_ahead_falls_back_to_writing_in_place(tmp_path, monkeypat
 
 
 def test_a_write_ahead_without_its_child_process_writes_in_place(tmp_path, monkeypatch):
-    import sys
-
     attrs, geoms = _pieces()
     options = conflicts_layer(CRS_)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
@@ -107,11 +111,6 @@ def test_a_write_ahead_without_its_child_process_writes_in_place(tmp_path, monke
 
 
 def test_the_child_process_says_why_it_failed(tmp_path):
-    import pyarrow as pa
-    import pytest
-
-    from multiplan.gpkgproc import write_apart
-
     schema = pa.schema([pa.field("geometry", pa.binary())])
     batch = pa.record_batch([pa.array([shapely.box(0, 0, 1, 1).wkb])], schema=schema)
     options = {"layer": "x", "driver": "GPKG", "geometry_name": "geometry"}
@@ -125,6 +124,4 @@ def test_the_child_process_says_why_it_failed(tmp_path):
             log=tmp_path / "x.log",
         )
     write_apart(tmp_path / "x.gpkg", schema, [batch], options, log=tmp_path / "y.log")
-    import pyogrio
-
     assert pyogrio.read_info(tmp_path / "x.gpkg", layer="x")["features"] == 1
