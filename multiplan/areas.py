@@ -161,9 +161,9 @@ def _query_pairs(
         keep = i < j
         return i[keep], j[keep]
 
-    edges = np.linspace(0, len(geoms), max(1, workers) * 2 + 1).astype(int)
-    spans = list(itertools.pairwise(edges.tolist()))
     if workers > 1 and len(geoms) >= 4096:
+        edges = np.linspace(0, len(geoms), workers * 2 + 1).astype(int)
+        spans = list(itertools.pairwise(edges.tolist()))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             parts = list(pool.map(lambda se: ask(*se), spans))
     else:

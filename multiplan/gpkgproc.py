@@ -83,7 +83,7 @@ def write_apart(
                 for batch in batches:
                     sink.write_batch(batch)
             proc.stdin.close()
-        except (BrokenPipeError, OSError) as exc:  # the child died: its log says why
+        except OSError as exc:  # a broken pipe: the child died, its log says why
             proc.wait()
             raise RuntimeError(_said(log) or str(exc)) from exc
         if proc.wait() != 0:

@@ -23,7 +23,7 @@ from multiplan.outputs import OutputFolder, write_set
 from multiplan.record import input_files
 from multiplan.rules import class_mask
 from multiplan.schema import SITE_COLUMNS
-from multiplan.sitefiles import SiteInput, read_site
+from multiplan.sitefiles import SiteInput, read_site, site_box
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -165,8 +165,8 @@ def screen_site(
         and n != project.boundary
         and n not in project.units
     ]
-    near = tuple(float(v) for v in shapely.bounds(found.geometry))
-    return screen(project, found, ensure_layers(project, names, layers, near=near))  # type: ignore[arg-type]
+    near = site_box(found.geometry)
+    return screen(project, found, ensure_layers(project, names, layers, near=near))
 
 
 def screen(project: Project, found: SiteInput, layers: Layers) -> SiteResult:

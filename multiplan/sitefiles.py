@@ -166,6 +166,18 @@ def _check_place(geom: shapely.Geometry, crs: CRS, source: str) -> None:
         )
 
 
+def site_box(geom: shapely.Geometry) -> tuple[float, float, float, float]:
+    """Return the site's box (xmin, ymin, xmax, ymax): what lies near it is read.
+
+    Examples
+    --------
+    >>> site_box(shapely.box(1, 2, 3, 4))
+    (1.0, 2.0, 3.0, 4.0)
+    """
+    x0, y0, x1, y1 = (float(v) for v in shapely.bounds(geom))
+    return x0, y0, x1, y1
+
+
 def _check_study_area(geom: shapely.Geometry, project: Project, source: str) -> float:
     """Refuse a site outside the study area; return its land outside it (m², at least 0.01)."""
     if not project.boundary:
@@ -174,8 +186,7 @@ def _check_study_area(geom: shapely.Geometry, project: Project, source: str) -> 
 
     spec = project.layers[project.boundary]
     # only the features whose boxes meet the site's can meet the site
-    near = tuple(float(v) for v in shapely.bounds(geom))
-    boundary = read_layer(spec, project, near=near).frame  # type: ignore[arg-type]
+    boundary = read_layer(spec, project, near=site_box(geom)).frame
     area = shapely.union_all(np.asarray(boundary.geometry.array, dtype=object))
     if not shapely.intersects(area, geom):
         whole = read_layer(spec, project).frame  # how far: every feature
