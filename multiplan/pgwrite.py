@@ -374,7 +374,12 @@ def _cells(col: pd.Series) -> list[Any]:
 
 
 def _missing(v: object) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+    return (
+        v is None
+        or v is pd.NA
+        or v is pd.NaT
+        or (isinstance(v, (float, np.floating)) and math.isnan(v))
+    )
 
 
 def read_back(db: Database | str, name: str) -> pd.DataFrame:

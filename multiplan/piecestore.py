@@ -431,8 +431,22 @@ def pieces_frame(
     )
 
 
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+def _texts(values: pd.Series) -> list[str | None]:
+    """Return a mixed-type column as text, ``None`` where a cell is empty.
+
+    Empty is None, NaN, or pandas' NA and NaT (never the texts "<NA>" or "NaT").
+    """
+    import pandas as pd
+
+    return [
+        None
+        if v is None
+        or v is pd.NA
+        or v is pd.NaT
+        or (isinstance(v, (float, np.floating)) and v != v)
+        else str(v)
+        for v in values
+    ]
 
 
 def _type_names(type_ids: np.ndarray) -> list[str]:
@@ -543,7 +557,7 @@ def _piece_batches(
             stop = min(start + BATCH_ROWS, len(attributes))
             part = attributes.iloc[start:stop].copy()
             for name in as_text:
-                part[name] = [None if _missing(v) else str(v) for v in part[name]]
+                part[name] = _texts(part[name])
             wkb = geometries.wkb(start, stop)
             if promote:
                 wkb = multi_wkb(wkb)

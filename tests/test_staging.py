@@ -35,15 +35,19 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _mixed_id(k):
+    """An id that is a number or text, or missing as None or as pandas' NA."""
+    if k in (5, 7):
+        return None if k == 5 else pd.NA
+    return int(k) if k % 3 else f"P{k}"
+
+
 def _attributes(n, rng):
     return pd.DataFrame(
         {
             "rule_id": pd.Series(rng.choice(["R1", "R2"], size=n), dtype=object),
             # ids that are numbers in one layer and text in another: written as text
-            "a_id": pd.Series(
-                [None if k == 5 else int(k) if k % 3 else f"P{k}" for k in range(n)],
-                dtype=object,
-            ),
+            "a_id": pd.Series([_mixed_id(k) for k in range(n)], dtype=object),
             "b_id": pd.Series([None] * n, dtype=object),
             "area_m2": rng.uniform(1, 100, size=n),
             "value_yuan": np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
@@ -95,6 +99,7 @@ def test_staged_and_in_memory_pieces_write_the_same_file(tmp_path):
     )
     assert back["a_id"].tolist()[:4] == ["P0", "1", "2", "P3"]
     assert pd.isna(back["a_id"][5])  # a missing id is NULL, not the text "None"
+    assert pd.isna(back["a_id"][7])  # nor "<NA>" (pandas' NA, from Arrow columns)
     assert back["value_yuan"].isna().sum() == np.isnan(attrs["value_yuan"]).sum()
     assert np.allclose(back.area.to_numpy(), shapely.area(geoms), rtol=0, atol=0)
     folder = store.folder
