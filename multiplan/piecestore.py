@@ -41,8 +41,11 @@ logger = logging.getLogger(__name__)
 BATCH_ROWS = 8_192
 """Rows per Arrow batch written to the GeoPackage: the same for every tiling."""
 STAGE_ROWS = 8_192
-"""Rows per staged Arrow batch: reading a batch of output reads only the staged
-batches that hold its pieces (a few thousand from each tile)."""
+"""Rows per staged Arrow batch."""
+BUCKET_ROWS = 16_384
+"""Rows of output order per bucket file once a store is sealed (more for huge stores)."""
+MAX_BUCKETS = 256
+"""At most this many bucket files (open at once while the store is reordered)."""
 
 
 class Geometries(Protocol):
@@ -108,7 +111,7 @@ class PieceStore:
     >>> store.close()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, bucket_rows: int = BUCKET_ROWS) -> None:
         try:
             self.folder = Path(tempfile.mkdtemp(prefix="multiplan-pieces-"))
         except OSError as exc:
@@ -120,6 +123,10 @@ class PieceStore:
         self._sizes: list[int] = []
         self._type_ids: set[int] = set()
         self._order: np.ndarray | None = None
+        self._bucket_rows = bucket_rows
+        self._buckets: list[Path] | None = None  # once reordered
+        self._cached: tuple[int, np.ndarray] | None = None
+        self._lock = threading.Lock()
 
     def add(self, geoms: np.ndarray) -> None:
         """Stage one tile's geometries (WKB, in batches of :data:`STAGE_ROWS`)."""
@@ -151,6 +158,8 @@ class PieceStore:
         order = np.asarray(order, dtype=np.int64)
         if len(order) != sum(self._sizes):
             raise ValueError(f"{len(order)} positions for {sum(self._sizes)} pieces")
+        if self._buckets is not None:
+            raise RuntimeError("the store has been read in its sealed order already")
         self._order = order
 
     def __len__(self) -> int:
@@ -162,27 +171,103 @@ class PieceStore:
         return _type_names(np.array(sorted(self._type_ids), dtype=int))
 
     def wkb(self, start: int, stop: int) -> np.ndarray:
-        """Return the WKB of pieces ``start`` to ``stop`` in the sealed order."""
-        import pyarrow as pa
+        """Return the WKB of pieces ``start`` to ``stop`` in the sealed order.
 
+        The first call reorders the staged pieces into bucket files of
+        consecutive output positions (:meth:`_reorder`); a call then reads the
+        one or two buckets that hold its pieces, whatever order the tiles and the
+        sort left them in.
+        """
         if self._order is None:
             raise RuntimeError("the store is not sealed")
-        want = self._order[start:stop]
-        out = np.empty(len(want), dtype=object)
-        offsets = np.cumsum([0, *self._sizes])
-        tile = np.searchsorted(offsets, want, side="right") - 1
-        for t in np.unique(tile).tolist():
-            mine = np.flatnonzero(tile == t)
-            rows = want[mine] - offsets[t]
-            batch = rows // STAGE_ROWS
-            with pa.OSFile(str(self._files[t]), "rb") as source:
-                reader = pa.ipc.open_file(source)
-                for b in np.unique(batch).tolist():
-                    sel = batch == b
-                    local = pa.array(rows[sel] - b * STAGE_ROWS)
-                    column = reader.get_batch(b).column(0)
-                    out[mine[sel]] = column.take(local).to_numpy(zero_copy_only=False)
+        out = np.empty(max(stop - start, 0), dtype=object)
+        with self._lock:
+            if self._buckets is None:
+                self._reorder()
+            rows = self._rows()
+            for k in range(start // rows, -(-stop // rows)):
+                lo, hi = max(start, k * rows), min(stop, (k + 1) * rows)
+                out[lo - start : hi - start] = self._bucket(k)[
+                    lo - k * rows : hi - k * rows
+                ]
         return out
+
+    def _rows(self) -> int:
+        """Return the output positions per bucket: :data:`BUCKET_ROWS`, more for huge stores."""
+        return max(self._bucket_rows, -(-len(self) // MAX_BUCKETS), 1)
+
+    def _reorder(self) -> None:
+        """Read each staged batch once; write its pieces to the buckets of their output positions.
+
+        Reading output batches straight from the tiles' files would read every
+        staged batch once per output batch when the sort scatters the pieces
+        (ids unrelated to position): a cost that grows with the square of the
+        pieces. Here each piece is read twice and written once.
+        """
+        import pyarrow as pa
+
+        assert self._order is not None
+        rows = self._rows()
+        position = np.empty(len(self), dtype=np.int64)
+        position[self._order] = np.arange(len(self), dtype=np.int64)
+        schema = pa.schema([("position", pa.int64()), ("wkb", pa.binary())])
+        paths = [
+            self.folder / f"bucket-{k:06d}.arrow" for k in range(-(-len(self) // rows))
+        ]
+        sinks: dict[int, Any] = {}
+        writers: dict[int, Any] = {}
+        try:
+            first = 0
+            for path, size in zip(self._files, self._sizes, strict=True):
+                with pa.OSFile(str(path), "rb") as source:
+                    reader = pa.ipc.open_file(source)
+                    for b in range(reader.num_record_batches):
+                        column = reader.get_batch(b).column(0)
+                        here = position[first + b * STAGE_ROWS :][: len(column)]
+                        bucket = here // rows
+                        for k in np.unique(bucket).tolist():
+                            mine = np.flatnonzero(bucket == k)
+                            if k not in writers:
+                                sinks[k] = pa.OSFile(str(paths[k]), "wb")
+                                writers[k] = pa.ipc.new_file(sinks[k], schema)
+                            writers[k].write_batch(
+                                pa.record_batch(
+                                    [pa.array(here[mine]), column.take(pa.array(mine))],
+                                    schema=schema,
+                                )
+                            )
+                        del column
+                first += size
+        except OSError as exc:
+            raise _staging_error(exc, self.folder) from exc
+        finally:
+            for k in list(writers):
+                writers[k].close()
+                sinks[k].close()
+        for path in self._files:
+            path.unlink(missing_ok=True)
+        self._files = []
+        self._buckets = paths
+        release()
+
+    def _bucket(self, k: int) -> np.ndarray:
+        """Return the WKB of bucket ``k`` in output order (the last one read is kept)."""
+        import pyarrow as pa
+
+        if self._cached is not None and self._cached[0] == k:
+            return self._cached[1]
+        assert self._buckets is not None
+        self._cached = None  # the previous bucket's pieces go before these are read
+        rows = self._rows()
+        with pa.OSFile(str(self._buckets[k]), "rb") as source:
+            table = pa.ipc.open_file(source).read_all()
+        size = min(rows, len(self) - k * rows)
+        data = np.empty(size, dtype=object)
+        where = table.column("position").to_numpy() - k * rows
+        data[where] = table.column("wkb").to_numpy(zero_copy_only=False)
+        del table
+        self._cached = (k, data)
+        return data
 
     def shapes(self) -> np.ndarray:
         """Return every geometry as a shapely object, in the sealed order."""

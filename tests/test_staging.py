@@ -109,6 +109,31 @@ def test_staged_and_in_memory_pieces_write_the_same_file(tmp_path):
     assert not folder.exists()
 
 
+def test_a_store_reads_scattered_pieces_in_order_from_buckets(tmp_path):
+    """Pieces whose output order is unrelated to their tiles come back in that order."""
+    rng = np.random.default_rng(7)
+    n = 20_000  # tiles of several staged batches; buckets of 1 000 output rows
+    geoms = _shapes(n, rng)
+    tiles = np.array_split(rng.permutation(n), 5)
+    store = PieceStore(bucket_rows=1_000)
+    for t in tiles:
+        store.add(geoms[t])
+    store.seal(np.argsort(np.concatenate(tiles)))
+    # read as the GeoPackage writer does (batches that straddle buckets), then again
+    parts = [store.wkb(a, min(a + 3_000, n)) for a in range(0, n, 3_000)]
+    assert list(np.concatenate(parts)) == list(shapely.to_wkb(geoms))
+    assert list(store.wkb(19_500, 20_000)) == list(shapely.to_wkb(geoms[19_500:]))
+    assert list(store.wkb(5, 5)) == []
+    assert sorted(p.name for p in store.folder.iterdir())[:2] == [
+        "bucket-000000.arrow",
+        "bucket-000001.arrow",
+    ]  # the tiles' files are gone once the pieces are in buckets
+    assert len(list(store.folder.iterdir())) == 20
+    with pytest.raises(RuntimeError, match="read in its sealed order"):
+        store.seal(np.arange(n))
+    store.close()
+
+
 def test_multi_wkb_makes_one_part_multipolygons_and_leaves_the_rest():
     geoms = np.array(
         [
