@@ -249,6 +249,43 @@ def test_a_staging_folder_that_cannot_take_the_pieces_is_an_output_error(
     assert "TMPDIR" in str(err.value)
 
 
+def test_a_full_disk_while_the_pieces_are_put_in_buckets_is_an_output_error(
+    tmp_path, monkeypatch
+):
+    """The staged pieces stay as they were; once there is room, they read back whole."""
+    import errno
+
+    import pyarrow as pa
+
+    from multiplan.errors import OutputError
+
+    rng = np.random.default_rng(3)
+    geoms = _shapes(3_000, rng)
+    store = PieceStore(bucket_rows=500)
+    store.add(geoms[:1_000])
+    store.add(geoms[1_000:])
+    store.seal(np.arange(3_000))
+    real = pa.ipc.new_file
+    made = []
+
+    def full(sink, schema):
+        if made:  # the second bucket finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        made.append(1)
+        return real(sink, schema)
+
+    monkeypatch.setattr(pa.ipc, "new_file", full)
+    with pytest.raises(OutputError, match="no space left on device"):
+        store.wkb(0, 10)
+    assert sorted(p.name for p in store.folder.glob("tile-*")) == [
+        "tile-000000.arrow",
+        "tile-000001.arrow",
+    ]
+    monkeypatch.setattr(pa.ipc, "new_file", real)
+    assert list(store.wkb(0, 3_000)) == list(shapely.to_wkb(geoms))
+    store.close()
+
+
 def test_without_the_border_pieces_tiles_would_count_land_twice(
     random_checks, monkeypatch
 ):
