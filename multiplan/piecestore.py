@@ -25,6 +25,7 @@ import shapely
 
 from multiplan.errors import OutputError
 from multiplan.memory import release
+from multiplan.scratch import scratch_folder
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -113,7 +114,7 @@ class PieceStore:
 
     def __init__(self, *, bucket_rows: int = BUCKET_ROWS) -> None:
         try:
-            self.folder = Path(tempfile.mkdtemp(prefix="multiplan-pieces-"))
+            self.folder = scratch_folder("pieces")
         except OSError as exc:
             raise _staging_error(exc, Path(tempfile.gettempdir())) from exc
         self._cleanup = weakref.finalize(
@@ -379,7 +380,7 @@ class WriteAhead:
         self._stop = threading.Event()
         self._failed: list[BaseException] = []
         try:
-            self.folder: Path | None = Path(tempfile.mkdtemp(prefix="multiplan-ahead-"))
+            self.folder: Path | None = scratch_folder("ahead")
         except OSError as exc:  # no room for it: conflicts.gpkg is written in place
             logger.debug("no write ahead of the pieces: %s", exc)
             self.folder = None

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -408,10 +409,18 @@ def test_a_kill_at_any_step_leaves_one_whole_set(make, step):
         "MULTIPLAN_TEST_KILL": step,
         "PYTHONPATH": str(Path(__file__).parent),
     }
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, check=False, env=env
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err
+    scratch = (
+        f"multiplan-*-*-{proc.pid}-*"  # the write ahead's folder, left by the kill
+    )
+    assert list(Path(tempfile.gettempdir()).glob(scratch))
     if step == "staging":
         assert _hashes(out) == before  # the previous set, whole
         assert any(".staging-" in n for n in _siblings(out))
@@ -422,6 +431,8 @@ def test_a_kill_at_any_step_leaves_one_whole_set(make, step):
     run_check(project)
     assert _siblings(out) == []
     assert set(_hashes(out)) == set(before)
+    # and the temporary folders the killed run could not remove are gone too
+    assert list(Path(tempfile.gettempdir()).glob(scratch)) == []
 
 
 def test_only_the_layers_the_rules_need_are_read(make, tmp_path):

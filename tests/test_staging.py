@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -284,6 +286,34 @@ def test_a_full_disk_while_the_pieces_are_put_in_buckets_is_an_output_error(
     monkeypatch.setattr(pa.ipc, "new_file", real)
     assert list(store.wkb(0, 3_000)) == list(shapely.to_wkb(geoms))
     store.close()
+
+
+def test_the_folders_of_killed_runs_are_swept_and_no_others(tmp_path):
+    """A folder of this host whose process is gone goes; live, foreign and other ones stay."""
+    from multiplan.scratch import _host, sweep
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = _host()
+        names = {
+            "dead": f"multiplan-pieces-{host}-{gone.stdout.strip()}-k2j_x9",
+            "live": f"multiplan-pieces-{host}-{live.pid}-ab12cd",
+            "mine": f"multiplan-pieces-{host}-{os.getpid()}-zz",
+            "other host": f"multiplan-pieces-{host}x-{gone.stdout.strip()}-k2j_x9",
+            "other kind": f"multiplan-ahead-{host}-{gone.stdout.strip()}-k2j_x9",
+            "old name": "multiplan-pieces-k2j_x9",
+        }
+        for name in names.values():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "tile-000000.arrow").write_bytes(b"staged")
+        assert sweep("pieces", tmp_path) == 1
+        left = {k for k, n in names.items() if (tmp_path / n).exists()}
+        assert left == {"live", "mine", "other host", "other kind", "old name"}
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_without_the_border_pieces_tiles_would_count_land_twice(
