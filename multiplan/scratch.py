@@ -79,8 +79,9 @@ def sweep(kind: str, root: Path | None = None) -> int:
         found = pattern.fullmatch(folder.name)
         if found is None or _alive(int(found.group(1))):
             continue
+        # another user's folder stays: /tmp's sticky bit keeps it theirs
         shutil.rmtree(folder, ignore_errors=True)
-        removed += not folder.exists()
+        removed += not os.path.lexists(folder)
     if removed:
         logger.info(
             "removed %d temporary %s folder(s) of runs that were killed", removed, kind

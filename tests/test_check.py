@@ -417,9 +417,8 @@ def test_a_kill_at_any_step_leaves_one_whole_set(make, step):
     )
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err
-    scratch = (
-        f"multiplan-*-*-{proc.pid}-*"  # the write ahead's folder, left by the kill
-    )
+    # the kill left the temporary folder of its write ahead
+    scratch = f"multiplan-*-*-{proc.pid}-*"
     assert list(Path(tempfile.gettempdir()).glob(scratch))
     if step == "staging":
         assert _hashes(out) == before  # the previous set, whole
