@@ -29,7 +29,9 @@ def run() -> None:
     A crash inside native code (GEOS, GDAL, PROJ) kills a process with a signal
     and no message. Running the command in a child lets this process turn such
     a crash into one line and exit code 3, as any other internal error. Signals
-    the user sends (Ctrl-C, ``kill``) are passed on to the child.
+    the user sends (Ctrl-C, ``kill``) are passed on to the child; a command
+    interrupted by Ctrl-C exits 130, as shells expect (not click's 1, which
+    means conflicts were found).
 
     The child is a fork of this process, made before anything but the standard
     library is imported and before any thread starts: it saves starting a second
@@ -48,7 +50,10 @@ def run() -> None:
         _command()
         return
 
+    received: list[int] = []
+
     def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
@@ -66,6 +71,10 @@ def run() -> None:
             sys.stderr.flush()
             sys.exit(3)
         sys.exit(128 + signum)
+    if code == 1 and signal.SIGINT in received:
+        # click ends an interrupted command with "Aborted!" and exit 1, the code of
+        # "conflicts found"; a script must not take Ctrl-C for a finding
+        sys.exit(128 + signal.SIGINT)
     sys.exit(code)
 
 
@@ -75,6 +84,9 @@ def _command() -> None:
         import faulthandler
 
         faulthandler._sigsegv()  # type: ignore[attr-defined]
-    from multiplan.cli import main
-
+    try:
+        from multiplan.cli import main
+    except KeyboardInterrupt:  # Ctrl-C while the libraries load: no traceback
+        sys.stderr.write("Aborted!\n")
+        sys.exit(128 + signal.SIGINT)
     main(prog_name="multiplan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 from pathlib import Path
@@ -223,6 +224,26 @@ def test_a_native_crash_is_one_line_and_exit_3():
         "multiplan: internal error: the process crashed with a segmentation fault in native code; "
         "rerun with --debug to see where"
     ]
+
+
+def test_ctrl_c_is_exit_130_not_the_exit_1_of_conflicts_found(tmp_path):
+    """An interrupted check says so, leaves no output folder and exits 130."""
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [shutil.which("multiplan") or "multiplan", "-v", "check", str(DEMO),
+         "--out", str(out), "--no-map"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the check has started reading its layers
+            if line.startswith("INFO: layer"):
+                break
+        proc.send_signal(signal.SIGINT)  # to the supervisor, which passes it on
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=120) == 130, rest
+    assert "Aborted!" in rest
+    assert "Traceback" not in rest
+    assert not out.exists()
 
 
 def test_gdal_warnings_become_a_counted_decision(write_manifest, tmp_path):
