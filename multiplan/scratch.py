@@ -63,6 +63,7 @@ def sweep(kind: str, root: Path | None = None) -> int:
     >>> mine.mkdir()
     >>> sweep("pieces", root), gone.exists(), mine.exists()
     (1, False, True)
+    >>> shutil.rmtree(root)
     """
     if sys.platform == "win32":
         return 0
