@@ -21,6 +21,7 @@ import pandas as pd
 import shapely
 from pyproj import CRS
 
+from multiplan.piecestore import cell_texts
 from multiplan.postgis import (
     Database,
     DatabaseError,
@@ -370,16 +371,7 @@ def _cells(col: pd.Series) -> list[Any]:
         return [None if math.isnan(v) else v for v in values.tolist()]
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_integer_dtype(col):
         return [None if v is pd.NA else v for v in col.tolist()]
-    return [None if _missing(v) else str(v) for v in col.tolist()]
-
-
-def _missing(v: object) -> bool:
-    return (
-        v is None
-        or v is pd.NA
-        or v is pd.NaT
-        or (isinstance(v, (float, np.floating)) and math.isnan(v))
-    )
+    return cell_texts(col)
 
 
 def read_back(db: Database | str, name: str) -> pd.DataFrame:

@@ -521,10 +521,17 @@ def pieces_frame(
     )
 
 
-def _texts(values: pd.Series) -> list[str | None]:
+def cell_texts(values: pd.Series) -> list[str | None]:
     """Return a mixed-type column as text, ``None`` where a cell is empty.
 
     Empty is None, NaN, or pandas' NA and NaT (never the texts "<NA>" or "NaT").
+    The GeoPackage and PostGIS writers both write such columns this way.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> cell_texts(pd.Series([1, "P2", None, pd.NA, float("nan")], dtype=object))
+    ['1', 'P2', None, None, None]
     """
     import pandas as pd
 
@@ -647,7 +654,7 @@ def _piece_batches(
             stop = min(start + BATCH_ROWS, len(attributes))
             part = attributes.iloc[start:stop].copy()
             for name in as_text:
-                part[name] = _texts(part[name])
+                part[name] = cell_texts(part[name])
             wkb = geometries.wkb(start, stop)
             if promote:
                 wkb = multi_wkb(wkb)
