@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -99,6 +100,27 @@ SNAP_GRID_M = 0.001
 """The precision (1 mm) of the retry when GEOS cannot union a cluster exactly."""
 
 
+@dataclass(frozen=True)
+class Anchored:
+    """A test of pairs that cannot overlap, and the features that anchor pieces.
+
+    ``test(i, j)`` says which candidate pairs cannot overlap. ``layer`` and
+    ``feature`` (one entry a piece) say more: two pieces anchored (``feature >=
+    0``) in the same ``layer`` code but different features cannot overlap, so
+    :func:`overlap_pairs` pairs an anchored piece only with the pieces of its
+    own feature and with what is not anchored in its layer, instead of with
+    everything near it.
+    """
+
+    test: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    layer: np.ndarray
+    feature: np.ndarray
+
+    def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Return which pairs ``(i, j)`` cannot overlap."""
+        return self.test(i, j)
+
+
 def overlap_pairs(
     geoms: np.ndarray,
     *,
@@ -108,10 +130,12 @@ def overlap_pairs(
     """Return the pairs ``(i, j)``, ``i < j``, of geometries whose interiors meet.
 
     Pairs that only touch are left out: they share no area, so they need not be
-    unioned. Candidates come from one STRtree query; ``known_apart(i, j)`` may say
-    which candidates cannot overlap (from where the pieces came from), and the
-    rest get the exact test: interiors meet (the DE-9IM pattern ``T********``),
-    asked as "intersects and does not touch".
+    unioned. Candidates are the pairs whose boxes meet (an STRtree query; for an
+    :class:`Anchored` test, the pairs of one anchoring feature, and an STRtree
+    query of the rest); ``known_apart(i, j)`` may say which candidates cannot
+    overlap (from where the pieces came from), and the rest get the exact test:
+    interiors meet (the DE-9IM pattern ``T********``), asked as "intersects and
+    does not touch". The pairs are sorted by ``i``, then ``j``.
 
     Examples
     --------
@@ -123,8 +147,10 @@ def overlap_pairs(
     if len(geoms) < 2:
         empty = np.zeros(0, dtype=np.intp)
         return empty, empty
-    tree = shapely.STRtree(geoms)
-    i, j = _query_pairs(tree, geoms, workers)
+    if isinstance(known_apart, Anchored):
+        i, j = _anchored_pairs(geoms, known_apart.layer, known_apart.feature, workers)
+    else:
+        i, j = _query_pairs(shapely.STRtree(geoms), geoms, workers)
     if known_apart is not None and len(i):
         maybe = ~known_apart(i, j)
         i, j = i[maybe], j[maybe]
@@ -147,7 +173,105 @@ def overlap_pairs(
             hit = np.concatenate(list(pool.map(meet, chunks)))
     else:
         hit = meet(np.arange(len(i)))
-    return i[hit], j[hit]
+    i, j = i[hit], j[hit]
+    order = np.lexsort((j, i))
+    return i[order], j[order]
+
+
+_GROUP_ALL_PAIRS = 64
+"""Anchoring features with up to this many pieces pair them all; bigger ones ask an STRtree."""
+
+
+def _anchored_pairs(
+    geoms: np.ndarray, layer: np.ndarray, feature: np.ndarray, workers: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the candidate pairs ``i < j`` of pieces that are not apart by their anchors.
+
+    Every pair whose boxes meet, except two pieces anchored in the same layer
+    code by different features: the pairs within each anchoring feature, and
+    the pairs an STRtree finds between the pieces of different anchoring layers
+    and with the pieces that are not anchored.
+    """
+    n = len(geoms)
+    anchored = feature >= 0
+    # one code per anchoring (layer, feature); -1: not anchored
+    group = np.full(n, -1, dtype=np.int64)
+    if anchored.any():
+        span = int(feature.max()) + 1
+        group[anchored] = layer[anchored].astype(np.int64) * span + feature[anchored]
+    bounds = shapely.bounds(geoms)
+    parts_i: list[np.ndarray] = []
+    parts_j: list[np.ndarray] = []
+    # 1. within each anchoring feature
+    members = np.flatnonzero(anchored)
+    members = members[np.argsort(group[members], kind="stable")]
+    g = group[members]
+    starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1] if len(g) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(g)] if len(g) else np.zeros(0, int)
+    sizes = ends - starts
+    small = np.repeat(sizes <= _GROUP_ALL_PAIRS, sizes)
+    end_of = np.repeat(ends, sizes)
+    count = np.where(small, end_of - np.arange(len(g)) - 1, 0)
+    first = np.repeat(np.arange(len(g)), count)
+    offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    parts_i.append(members[first])
+    parts_j.append(members[first + 1 + offset])
+    big = sizes > _GROUP_ALL_PAIRS
+    for s, e in zip(starts[big], ends[big], strict=True):
+        own = members[s:e]
+        a, b = shapely.STRtree(geoms[own]).query(geoms[own])
+        parts_i.append(own[a])
+        parts_j.append(own[b])
+    # 2. between anchoring layers, and with what is not anchored
+    codes = np.unique(layer[anchored])
+    free = np.flatnonzero(~anchored)
+    for k, code in enumerate(codes.tolist()):
+        mine = np.flatnonzero(anchored & (layer == code))
+        later = np.flatnonzero(anchored & np.isin(layer, codes[k + 1 :]))
+        other = np.concatenate([later, free])
+        if len(other):
+            a, b = _query_pairs_between(geoms, mine, other, workers)
+            parts_i.append(a)
+            parts_j.append(b)
+    if len(free) > 1:
+        a, b = _query_pairs_between(geoms, free, free, workers)
+        parts_i.append(a)
+        parts_j.append(b)
+    i = np.concatenate(parts_i).astype(np.intp)
+    j = np.concatenate(parts_j).astype(np.intp)
+    i, j = np.minimum(i, j), np.maximum(i, j)
+    keep = (
+        (i < j)
+        & (bounds[i, 0] <= bounds[j, 2])
+        & (bounds[j, 0] <= bounds[i, 2])
+        & (bounds[i, 1] <= bounds[j, 3])
+        & (bounds[j, 1] <= bounds[i, 3])
+    )
+    # some pairs are found from both sides (the free pieces among themselves):
+    # keep each once, sorted
+    key = np.unique(i[keep].astype(np.int64) * n + j[keep])
+    return (key // n).astype(np.intp), (key % n).astype(np.intp)
+
+
+def _query_pairs_between(
+    geoms: np.ndarray, query: np.ndarray, other: np.ndarray, workers: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the pairs (a piece of ``query``, a piece of ``other``) whose boxes meet."""
+    tree = shapely.STRtree(geoms[other])
+
+    def ask(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, b = tree.query(geoms[idx])
+        return idx[a], other[b]
+
+    if workers > 1 and len(query) >= 4096:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(ask, np.array_split(query, workers * 2)))
+    else:
+        parts = [ask(query)]
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+    )
 
 
 def _query_pairs(
@@ -472,14 +596,40 @@ def _factorize(keys: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, list[Has
     >>> _factorize(np.array([None, "a", None], dtype=object), np.ones(3, dtype=bool))[1]
     [None, 'a']
     """
-    import pandas as pd
-
     codes = np.full(len(keys), -1, dtype=np.intp)
     if not live.any():
         return codes, []
     values = keys[live]
-    found, _ = pd.factorize(values, use_na_sentinel=False)
+    found, first = factorize_runs(values)
     codes[live] = found
+    return codes, values[first].tolist()
+
+
+def factorize_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the codes of ``pd.factorize(values, use_na_sentinel=False)``, and each code's first index.
+
+    Equal neighbours are factorized once: pandas sizes its hash table by the
+    values it is given, about 70 MB for a million pieces, and pieces in their
+    sorted order come in long runs of one rule, one layer, one feature.
+
+    Examples
+    --------
+    >>> codes, first = factorize_runs(np.array(["b", "b", None, "a", "b"], dtype=object))
+    >>> codes.tolist(), first.tolist()
+    ([0, 0, 1, 2, 0], [0, 2, 3])
+    """
+    import pandas as pd
+
+    if not len(values):
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    heads = np.ones(len(values), dtype=bool)
+    try:
+        heads[1:] = values[1:] != values[:-1]
+    except (TypeError, ValueError):  # a value that is neither equal nor not (pd.NA)
+        heads[:] = True
+    at = np.flatnonzero(heads)
+    found, _ = pd.factorize(values[at], use_na_sentinel=False)
+    codes = np.asarray(found, dtype=np.intp)[np.cumsum(heads) - 1]
     # codes count up in order of first appearance: the first index of each code
     _, first = np.unique(found, return_index=True)
-    return codes, values[first].tolist()
+    return codes, at[first]

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from multiplan.areas import factorize_runs
 from multiplan.schema import PIECE_COLUMNS, SORT_COLUMNS
 
 if TYPE_CHECKING:
@@ -88,13 +89,13 @@ def _text_rank(values: np.ndarray) -> np.ndarray:
     if pd.api.types.infer_dtype(live, skipna=False) in ("string", "integer"):
         # values equal as Python objects have equal texts here (no 1 == 1.0 == True):
         # rank the distinct values' texts, not every value's
-        codes, uniques = pd.factorize(live)
-        texts = np.array([str(u) for u in uniques], dtype=object)
+        codes, first = factorize_runs(live)
+        texts = np.array([str(u) for u in live[first]], dtype=object)
         rank[~null] = _distinct_rank(texts)[codes]
         return rank
     text = np.array([v if isinstance(v, str) else str(v) for v in live], dtype=object)
-    codes, uniques = pd.factorize(text)
-    rank[~null] = _distinct_rank(np.asarray(uniques, dtype=object))[codes]
+    codes, first = factorize_runs(text)
+    rank[~null] = _distinct_rank(text[first])[codes]
     return rank
 
 

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan.areas import UnionAreas, to_mu
+from multiplan.areas import Anchored, UnionAreas, to_mu
 from multiplan.levels import Levels, build_levels, level_names, per_level
 from multiplan.schema import BY_UNIT_COLUMNS, SUMMARY_COLUMNS, UNITS_COLUMNS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     from multiplan.layers import Layers
     from multiplan.rules import Rule
@@ -118,15 +118,33 @@ def summary_keys(
     ``unit:COL`` and ``unit_severity:COL``. Each table is built from the union
     areas of these groups (:func:`summary_tables`).
     """
-    rid = _column(pieces, "rule_id")
-    sev = _column(pieces, "severity")
-    keys = {"rule": rid, "severity": sev, "all": np.zeros(len(rid), dtype=object)}
+    return {name: summary_key(pieces, name) for name in summary_key_names(unit_cols)}
+
+
+def summary_key_names(unit_cols: Sequence[str]) -> list[str]:
+    """Return the names of the groupings of :func:`summary_keys`, in its order."""
+    names = ["rule", "severity", "all"]
     for col in unit_cols:
-        units = _column(pieces, col)
-        keys[f"unit_rule:{col}"] = _pairs(units, rid)
-        keys[f"unit:{col}"] = units
-        keys[f"unit_severity:{col}"] = _pairs(units, sev)
-    return keys
+        names += [f"unit_rule:{col}", f"unit:{col}", f"unit_severity:{col}"]
+    return names
+
+
+def summary_key(pieces: pd.DataFrame, name: str) -> np.ndarray:
+    """Return each piece's key in one grouping of :func:`summary_keys`.
+
+    One at a time, the keys of a big check need not all be in memory at once
+    (a grouping by unit and rule holds a tuple a piece).
+    """
+    kind, _, col = name.partition(":")
+    if kind == "all":
+        return np.zeros(len(pieces), dtype=object)
+    if kind in ("rule", "severity"):
+        return _column(pieces, "rule_id" if kind == "rule" else "severity")
+    units = _column(pieces, col)
+    if kind == "unit":
+        return units
+    other = _column(pieces, "rule_id" if kind == "unit_rule" else "severity")
+    return _pairs(units, other)
 
 
 VALUED = ("rule", "all")
@@ -353,8 +371,8 @@ def provenance_apart(
     cleans: Mapping[str, np.ndarray] | None = None,
     *,
     workers: int = 2,
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Return a test of candidate pairs of pieces that cannot overlap, from where they came from.
+) -> Anchored:
+    """Return a test of candidate pairs of pieces that cannot overlap, from where they came from (:class:`~multiplan.areas.Anchored`).
 
     Two pieces cannot share area when they lie in different units (pieces are split
     at unit borders), or lie in two different features of one layer that are both
@@ -411,7 +429,10 @@ def provenance_apart(
             out |= same_layer & other & clean[i] & clean[j]
         return out
 
-    return apart
+    # pieces of clean A features: only those of one feature can overlap
+    lcode, feature, clean = sides[0]
+    anchor = np.where(clean & (feature >= 0) & (lcode >= 0), feature, -1)
+    return Anchored(apart, lcode, anchor)
 
 
 def _column(pieces: pd.DataFrame, name: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,8 @@ from multiplan.summary import (
     piece_unions,
     resolve,
     rule_layers,
+    summary_key,
+    summary_key_names,
     summary_keys,
     summary_tables,
     unit_columns,
@@ -118,7 +120,9 @@ class TileSummaries:
         self.workers = workers
         self.unit_cols = unit_columns(levels, level_names(project))
         self._cleans = cleans
-        self._contrib: dict[str, list[np.ndarray]] = {}
+        # per grouping and tile, the pieces (positions in the tiles one after
+        # the other) that do not add their own area or value, and what they add
+        self._contrib: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._kept: list[np.ndarray] = []
         self._kept_at: list[np.ndarray] = []
         self._count = 0
@@ -136,9 +140,11 @@ class TileSummaries:
         kept = reach[cluster]
         groups = summary_keys(tile, self.unit_cols)
         for name, keys, measure in self._measured(groups, unions):
-            self._contrib.setdefault(name, []).append(
-                unions.contributions(keys, mask=~kept, measure=measure)
-            )
+            got = unions.contributions(keys, mask=~kept, measure=measure)
+            # most pieces add their own area (or value): keep only the others
+            own = unions.areas if measure == "area" else _own_values(unions.values)
+            at = np.flatnonzero(got != own)
+            self._contrib.setdefault(name, []).append((self._count + at, got[at]))
         self._kept.append(geoms[kept])
         self._kept_at.append(self._count + np.flatnonzero(kept))
         self._count += n
@@ -197,39 +203,64 @@ class TileSummaries:
         """
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(len(order))
-        contrib = {
-            name: np.concatenate(parts)[order] if parts else np.zeros(0)
-            for name, parts in self._contrib.items()
-        }
-        if not contrib:
-            contrib = {
-                name: np.zeros(0) for name in summary_keys(attributes, self.unit_cols)
-            }
         at = rank[np.concatenate(self._kept_at)] if self._kept_at else np.zeros(0, int)
         geoms = np.concatenate(self._kept) if self._kept else np.zeros(0, dtype=object)
+        self._kept = []
         by_rank = np.argsort(at, kind="stable")
         at, geoms = at[by_rank], geoms[by_rank]
+        across: dict[str, np.ndarray] = {}
         if len(at):
             kept = attributes.iloc[at].reset_index(drop=True)
             unions = self._unions(kept, geoms)
             groups = summary_keys(kept, self.unit_cols)
             for name, keys, measure in self._measured(groups, unions):
-                contrib[name][at] = unions.contributions(keys, measure=measure)
+                across[name] = unions.contributions(keys, measure=measure)
             self.snapped += unions.snapped
             logger.info(
                 "%d of %d pieces lie near a tile's edge and were unioned across tiles",
                 len(at),
                 len(attributes),
             )
-        every = summary_keys(attributes, self.unit_cols)
-        areas = {name: add_up(every[name], contrib[name]) for name in every}
+            del unions, kept
+        del geoms
+        own = {"area": attributes["area_m2"].to_numpy(dtype=float)}
         if "value_yuan" in attributes.columns:
+            own["value"] = _own_values(attributes["value_yuan"].to_numpy(dtype=float))
+
+        def contributions(name: str) -> np.ndarray:
+            # one grouping at a time: a big check's contributions (a float a
+            # piece and grouping) and keys need not all be in memory at once
+            out = own["value" if name.startswith("value:") else "area"].copy()
+            parts = self._contrib.pop(name, [])
+            if parts:
+                out[rank[np.concatenate([p[0] for p in parts])]] = np.concatenate(
+                    [p[1] for p in parts]
+                )
+            if name in across:
+                out[at] = across.pop(name)
+            return out
+
+        areas: dict[str, dict[Any, float]] = {}
+        values: dict[str, dict[Any, float]] = {}
+        valued = "value_yuan" in attributes.columns
+        for name in summary_key_names(self.unit_cols):
+            keys = summary_key(attributes, name)
+            areas[name] = add_up(keys, contributions(name))
+            if valued and name in VALUED:
+                values[name] = add_up(keys, contributions(f"value:{name}"))
+            del keys
+        if valued:
             for name in VALUED:
-                part = contrib.get(f"value:{name}", np.zeros(len(attributes)))
-                areas[f"value:{name}"] = add_up(every[name], part)
+                areas[f"value:{name}"] = values[name]
         return summary_tables(
             attributes, self.rules, self.project, areas, self.levels, self.snapped
         )
+
+
+def _own_values(values: np.ndarray | None) -> np.ndarray:
+    """Return what each piece adds to a total of land value on its own (none: 0)."""
+    out: np.ndarray = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    return out
 
 
 def staged_check(

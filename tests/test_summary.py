@@ -254,3 +254,38 @@ def test_overlap_pairs_are_the_pairs_whose_interiors_meet():
     assert got == want
     touching = shapely.touches(geoms[:, None], geoms[None, :])
     assert touching.sum() > 50  # the case the test is about is there
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_anchored_candidates_give_the_pairs_of_the_plain_test(seed, workers):
+    # pieces anchored by features of two layers (one feature holding more pieces
+    # than are paired all with all), and pieces anchored by nothing: pairing only
+    # within an anchoring feature must find the pairs the whole STRtree query finds
+    from multiplan.areas import _GROUP_ALL_PAIRS, Anchored, overlap_pairs
+
+    rng = np.random.default_rng(seed)
+    n = 5000
+    xy = rng.uniform(0, 400, size=(n, 2))
+    side = rng.uniform(1, 12, size=n)
+    geoms = shapely.box(xy[:, 0], xy[:, 1], xy[:, 0] + side, xy[:, 1] + side)
+    layer = rng.integers(0, 2, size=n)
+    feature = rng.integers(0, 300, size=n)
+    feature[rng.random(n) < 0.1] = -1  # not anchored
+    feature[:200] = 7  # a feature bigger than _GROUP_ALL_PAIRS
+    layer[:200] = 0
+    assert (feature == 7).sum() > _GROUP_ALL_PAIRS
+    units = rng.integers(0, 3, size=n)
+
+    def claims(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        anchored = (feature[i] >= 0) & (feature[j] >= 0)
+        other = (layer[i] == layer[j]) & (feature[i] != feature[j])
+        return (anchored & other) | (units[i] != units[j])
+
+    plain = overlap_pairs(geoms, workers=workers, known_apart=claims)
+    anchored = overlap_pairs(
+        geoms, workers=workers, known_apart=Anchored(claims, layer, feature)
+    )
+    assert len(plain[0]) > 1000
+    want = sorted(zip(plain[0].tolist(), plain[1].tolist(), strict=True))
+    assert list(zip(anchored[0].tolist(), anchored[1].tolist(), strict=True)) == want
