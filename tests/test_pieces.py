@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from multiplan.areas import factorize_runs
 from multiplan.pieces import _distinct_rank, _text_rank
 
 _texts = st.lists(st.text(max_size=6), unique=True, max_size=40)
@@ -28,3 +30,24 @@ def test_text_rank_orders_values_as_their_texts_nulls_first(values):
             assert r == -1
         else:
             assert r == sorted({x for x in values if x is not None}).index(v)
+
+
+_keys = st.one_of(
+    st.none(),
+    st.sampled_from(["AB", "AZ", "土地"]),
+    st.integers(0, 3),
+    st.tuples(st.sampled_from(["u1", "u2"]), st.sampled_from(["AB", "AZ"])),
+)
+
+
+@given(st.lists(st.tuples(_keys, st.integers(1, 4)), max_size=30))
+@example([(pd.NA, 2), ("a", 1), (pd.NA, 1)])  # neither equal nor not: no runs
+@example([(1, 2), (1.0, 1), (True, 1), ("1", 1)])  # 1 == 1.0 == True, not "1"
+def test_factorize_runs_gives_the_codes_of_pandas(runs):
+    # keys in runs of equal neighbours, as sorted pieces hold them
+    values = np.empty(sum(n for _, n in runs), dtype=object)
+    values[:] = [k for k, n in runs for _ in range(n)]
+    codes, first = factorize_runs(values)
+    want, _ = pd.factorize(values, use_na_sentinel=False)
+    assert codes.tolist() == want.tolist()
+    assert first.tolist() == [want.tolist().index(c) for c in range(len(first))]
