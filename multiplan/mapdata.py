@@ -319,11 +319,20 @@ def conflict_groups(
             dtype=object,
         )
     feats: dict[int, list[Any]] = {}
+    shown = np.array([bool(e) for e in enc], dtype=bool)
+    # the classes in the order the pieces name them (A's, then B's, piece by piece)
+    classes.add(
+        np.column_stack(
+            [
+                pieces["a_class"].to_numpy(dtype=object)[shown],
+                pieces["b_class"].to_numpy(dtype=object)[shown],
+            ]
+        ).ravel()
+    )
     row: Any
     for k, row in enumerate(pieces.itertuples(index=False)):
-        if not enc[k]:
+        if not shown[k]:
             continue
-        classes.add([row.a_class, row.b_class])
         props = [
             rule_index.get(row.rule_id, -1),
             layer_index.get(row.a_layer, -1),
@@ -370,12 +379,18 @@ def yield_group(
         )
     )
     feats = []
+    # each column read once, not a cell at a time
+    indicators = [
+        (ind, parcels[ind.id].to_numpy(dtype=object)) for ind in yields.spec.indicators
+    ]
+    score = parcels["score"].to_numpy(dtype=float) if "score" in parcels else None
+    reason = parcels["reason"].to_numpy(dtype=object) if "reason" in parcels else None
     for k, (fid, grade) in enumerate(zip(parcels["id"], parcels["grade"], strict=True)):
         if not enc[k]:
             continue
         values = []
-        for ind in yields.spec.indicators:
-            v = parcels[ind.id].iloc[k]
+        for ind, column in indicators:
+            v = column[k]
             values.append(
                 [
                     ind.title,
@@ -384,10 +399,10 @@ def yield_group(
                     else f"{v:,.2f} {ind.unit}".strip(),
                 ]
             )
-        if "score" in parcels and np.isfinite(parcels["score"].iloc[k]):
-            values.append(["score", f"{parcels['score'].iloc[k]:.3f}"])
-        if "reason" in parcels and isinstance(parcels["reason"].iloc[k], str):
-            values.append([label("not_graded", lang), parcels["reason"].iloc[k]])
+        if score is not None and np.isfinite(score[k]):
+            values.append(["score", f"{score[k]:.3f}"])
+        if reason is not None and isinstance(reason[k], str):
+            values.append([label("not_graded", lang), reason[k]])
         feats.append(
             [enc[k], [str(fid), grade if isinstance(grade, str) else None, values]]
         )
