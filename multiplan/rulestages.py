@@ -18,7 +18,7 @@ import pandas as pd
 import shapely
 
 from multiplan import overlay, tiles
-from multiplan.areas import area_m2, to_mu
+from multiplan.areas import area_m2, to_mu, unique_ints
 from multiplan.layers import CLASS_COL, ensure_layers, read_layer
 from multiplan.noding import study_boundary
 from multiplan.rules import select
@@ -165,7 +165,7 @@ class RuleContext:
         if key not in self._trees:
             self._trees[key] = shapely.STRtree(self.geoms(sel, distance))
         hit = self._trees[key].query(query)[1]
-        return np.unique(hit).astype(np.intp)
+        return unique_ints(hit).astype(np.intp)
 
     def rule_pieces(
         self, rule: Rule, grid: tiles.TileGrid | None = None, key: int = 0
