@@ -164,3 +164,28 @@ def test_demo_map_size_and_groups(tmp_path):
     ) == len(result.pieces)
     assert {"boundary", "units", "plan", "zone", "points"} <= set(kinds)
     assert [k[0] for k in data["level1"]] == sorted(k[0] for k in data["level1"])
+
+
+def test_popups_leave_out_empty_cells_and_keep_the_fields_order():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "_class": ["0101", "0102", "0103"],
+            "NAME": pd.Series(["甲", pd.NA, "丙"], dtype="string"),
+            "AREA": [1.5, np.nan, 3.0],
+            "DATE": pd.to_datetime(["2024-01-02", None, "2024-03-04"]),
+            "NOTE": [None, "x", "<b>y</b>"],
+            **{f"F{k}": [k, k, k] for k in range(5)},
+        }
+    )
+    rows = mapdata._attribute_rows(frame)
+    assert rows[1] == [["NOTE", "x"], ["F0", "0"], ["F1", "1"]]  # no <NA>, nan, NaT
+    assert rows[0] == [
+        ["NAME", "甲"],
+        ["AREA", "1.5"],
+        ["DATE", "2024-01-02 00:00:00"],
+        ["F0", "0"],
+        ["F1", "1"],
+    ]  # the first six public fields; NOTE empty
+    assert rows[2][3] == ["NOTE", "<b>y</b>"]  # as it is: the page writes it as text
