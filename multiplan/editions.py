@@ -36,7 +36,7 @@ from multiplan.noding import (
     study_boundary,
 )
 from multiplan.outputs import OutputFolder, write_set
-from multiplan.overlay import default_workers
+from multiplan.overlay import default_workers, first_of_each
 from multiplan.progress import Progress, no_progress
 from multiplan.record import input_files
 
@@ -373,7 +373,7 @@ def units_in(levels: Levels | None, nodes: Faces) -> dict[str, np.ndarray]:
     if levels is None:
         return {"unit": np.full(n, None, dtype=object)}
     fi, ci = covering_pairs(nodes, levels.cells)
-    first = np.unique(fi, return_index=True)
+    first = first_of_each(fi)
     cell = np.full(n, -1, dtype=np.intp)
     cell[first[0]] = ci[first[1]]
     return levels.units_of(cell)

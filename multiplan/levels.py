@@ -27,6 +27,7 @@ from multiplan.errors import LayerError
 from multiplan.labels import label
 from multiplan.layers import Layers, unit_names
 from multiplan.noding import covering_pairs, node_faces
+from multiplan.overlay import first_of_each
 from multiplan.schema import PIECE_COLUMNS
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def units_at(levels: Levels | None, geoms: np.ndarray) -> dict[str, np.ndarray]:
     if n and len(levels.cells):
         pts = shapely.point_on_surface(geoms)
         ip, ic = shapely.STRtree(levels.cells).query(pts, predicate="within")
-        first = np.unique(ip, return_index=True)
+        first = first_of_each(ip)
         cell[first[0]] = ic[first[1]]
     return levels.units_of(cell)
 
@@ -267,7 +268,7 @@ def _cells(
         geoms, units = sets[name]
         fi, gi = covering_pairs(faces, geoms)
         col = np.full(n, None, dtype=object)
-        first = np.unique(fi, return_index=True)[1]  # pairs are sorted by face
+        first = first_of_each(fi)[1]  # pairs are sorted by face
         col[fi[first]] = units[gi[first]]
         labels[name] = col
     key = pd.MultiIndex.from_arrays(

@@ -337,6 +337,28 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
+def first_of_each(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``np.unique(values, return_index=True)``: the distinct values, and where each first is.
+
+    Pairs sorted by their first index (what :func:`classify_pairs` and an
+    STRtree query return) are read in one pass: numpy 2.4's ``np.unique`` with
+    ``return_index`` takes about 0.2 s for a million pieces.
+
+    Examples
+    --------
+    >>> [a.tolist() for a in first_of_each(np.array([0, 0, 2, 5, 5]))]
+    [[0, 2, 5], [0, 2, 3]]
+    >>> [a.tolist() for a in first_of_each(np.array([3, 1, 3]))]
+    [[1, 3], [1, 0]]
+    """
+    v = np.asarray(values)
+    if len(v) < 2 or not bool((v[1:] >= v[:-1]).all()):
+        found, first = np.unique(v, return_index=True)
+        return found, first
+    start = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+    return v[start], start
+
+
 def classify_pairs(
     a: np.ndarray,
     b: np.ndarray,
@@ -593,7 +615,7 @@ def split_pieces(
     p = Pairs(todo_idx[p.ia], p.ib, p.kind)
     # a unit that covers the piece: the piece goes whole to it
     whole = p.take(p.kind == B_COVERS_A)
-    first = np.unique(whole.ia, return_index=True)
+    first = first_of_each(whole.ia)
     unit_of[first[0]] = whole.ib[first[1]]
     done = unit_of >= 0
     rest = p.take(~done[p.ia] & np.isin(p.kind, (PARTIAL, A_COVERS_B)))
@@ -648,6 +670,6 @@ def covering_index(geoms: np.ndarray, covers: np.ndarray) -> np.ndarray:
         return out
     p = classify_pairs(geoms, np.asarray(covers, dtype=object))
     whole = p.take(p.kind == B_COVERS_A)
-    first = np.unique(whole.ia, return_index=True)
+    first = first_of_each(whole.ia)
     out[first[0]] = whole.ib[first[1]]
     return out
