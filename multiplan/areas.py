@@ -8,7 +8,6 @@ three rules counts once (SPEC §6).
 
 from __future__ import annotations
 
-import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -150,7 +149,8 @@ def overlap_pairs(
     if isinstance(known_apart, Anchored):
         i, j = _anchored_pairs(geoms, known_apart.layer, known_apart.feature, workers)
     else:
-        i, j = _query_pairs(shapely.STRtree(geoms), geoms, workers)
+        every = np.arange(len(geoms))
+        i, j = _box_pairs(geoms, every, every, workers, ordered=True)
     if known_apart is not None and len(i):
         maybe = ~known_apart(i, j)
         i, j = i[maybe], j[maybe]
@@ -190,7 +190,8 @@ def _anchored_pairs(
     Every pair whose boxes meet, except two pieces anchored in the same layer
     code by different features: the pairs within each anchoring feature, and
     the pairs an STRtree finds between the pieces of different anchoring layers
-    and with the pieces that are not anchored.
+    and with the pieces that are not anchored. These sets do not meet, and each
+    is asked one way only, so each pair is found once (in no particular order).
     """
     n = len(geoms)
     anchored = feature >= 0
@@ -218,10 +219,9 @@ def _anchored_pairs(
     parts_j.append(members[first + 1 + offset])
     big = sizes > _GROUP_ALL_PAIRS
     for s, e in zip(starts[big], ends[big], strict=True):
-        own = members[s:e]
-        a, b = shapely.STRtree(geoms[own]).query(geoms[own])
-        parts_i.append(own[a])
-        parts_j.append(own[b])
+        a, b = _box_pairs(geoms, members[s:e], members[s:e], workers, ordered=True)
+        parts_i.append(a)
+        parts_j.append(b)
     # 2. between anchoring layers, and with what is not anchored
     codes = np.unique(layer[anchored])
     free = np.flatnonzero(~anchored)
@@ -230,68 +230,54 @@ def _anchored_pairs(
         later = np.flatnonzero(anchored & np.isin(layer, codes[k + 1 :]))
         other = np.concatenate([later, free])
         if len(other):
-            a, b = _query_pairs_between(geoms, mine, other, workers)
+            a, b = _box_pairs(geoms, mine, other, workers)
             parts_i.append(a)
             parts_j.append(b)
     if len(free) > 1:
-        a, b = _query_pairs_between(geoms, free, free, workers)
+        a, b = _box_pairs(geoms, free, free, workers, ordered=True)
         parts_i.append(a)
         parts_j.append(b)
     i = np.concatenate(parts_i).astype(np.intp)
     j = np.concatenate(parts_j).astype(np.intp)
     i, j = np.minimum(i, j), np.maximum(i, j)
+    # the pairs within a feature were not asked of an STRtree: their boxes may not meet
     keep = (
-        (i < j)
-        & (bounds[i, 0] <= bounds[j, 2])
+        (bounds[i, 0] <= bounds[j, 2])
         & (bounds[j, 0] <= bounds[i, 2])
         & (bounds[i, 1] <= bounds[j, 3])
         & (bounds[j, 1] <= bounds[i, 3])
     )
-    # some pairs are found from both sides (the free pieces among themselves):
-    # keep each once, sorted
-    key = unique_ints(i[keep].astype(np.int64) * n + j[keep])
-    return (key // n).astype(np.intp), (key % n).astype(np.intp)
+    return i[keep], j[keep]
 
 
-def _query_pairs_between(
-    geoms: np.ndarray, query: np.ndarray, other: np.ndarray, workers: int
+def _box_pairs(
+    geoms: np.ndarray,
+    query: np.ndarray,
+    other: np.ndarray,
+    workers: int,
+    *,
+    ordered: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the pairs (a piece of ``query``, a piece of ``other``) whose boxes meet."""
+    """Return the pairs (a piece of ``query``, a piece of ``other``) whose boxes meet.
+
+    One STRtree of ``other``, asked in threads; with ``ordered`` only the pairs
+    ``i < j`` are kept (``query`` and ``other`` the same pieces: each pair once).
+    """
     tree = shapely.STRtree(geoms[other])
 
     def ask(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, b = tree.query(geoms[idx])
-        return idx[a], other[b]
+        i, j = idx[a], other[b]
+        if ordered:
+            keep = i < j
+            return i[keep], j[keep]
+        return i, j
 
     if workers > 1 and len(query) >= 4096:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             parts = list(pool.map(ask, np.array_split(query, workers * 2)))
     else:
         parts = [ask(query)]
-    return (
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-    )
-
-
-def _query_pairs(
-    tree: shapely.STRtree, geoms: np.ndarray, workers: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the pairs ``i < j`` whose boxes meet, in the order of one query, asked in threads."""
-
-    def ask(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        i, j = tree.query(geoms[start:stop])
-        i = i + start
-        keep = i < j
-        return i[keep], j[keep]
-
-    if workers > 1 and len(geoms) >= 4096:
-        edges = np.linspace(0, len(geoms), workers * 2 + 1).astype(int)
-        spans = list(itertools.pairwise(edges.tolist()))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda se: ask(*se), spans))
-    else:
-        parts = [ask(0, len(geoms))]
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
