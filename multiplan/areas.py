@@ -120,6 +120,12 @@ class Anchored:
         return self.test(i, j)
 
 
+def own_values(values: np.ndarray | None) -> np.ndarray:
+    """Return what each piece adds to a total of land value on its own (NaN, none: 0)."""
+    out: np.ndarray = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    return out
+
+
 def overlap_pairs(
     geoms: np.ndarray,
     *,
@@ -445,7 +451,7 @@ class UnionAreas:
             raise ValueError(f"measure is 'area' or 'value', not {measure!r}")
         if measure == "value" and (self.values is None or self.valuer is None):
             raise ValueError("values were not given: no value to add up")
-        own = self.areas if measure == "area" else np.nan_to_num(self.values, nan=0.0)  # type: ignore[arg-type]
+        own = self.own(measure)
         keys = np.asarray(keys, dtype=object)
         live = (
             np.ones(len(keys), dtype=bool)
@@ -473,6 +479,12 @@ class UnionAreas:
                 else self._union_values(members)
             )
         return out
+
+    def own(self, measure: str = "area") -> np.ndarray:
+        """Return what each piece adds on its own: its area, or its value (none: 0)."""
+        if measure == "area":
+            return self.areas
+        return own_values(self.values)
 
     def total(self, mask: np.ndarray | None = None) -> float:
         """Return the area of the union of the pieces where ``mask`` (default: all)."""

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from multiplan.areas import UnionAreas, add_up, components
+from multiplan.areas import UnionAreas, add_up, components, own_values
 from multiplan.levels import level_names
 from multiplan.memory import release
 from multiplan.pieces import concat_pieces, sort_order, sort_pieces
@@ -142,7 +142,7 @@ class TileSummaries:
         for name, keys, measure in self._measured(groups, unions):
             got = unions.contributions(keys, mask=~kept, measure=measure)
             # most pieces add their own area (or value): keep only the others
-            own = unions.areas if measure == "area" else _own_values(unions.values)
+            own = unions.own(measure)
             at = np.flatnonzero(got != own)
             self._contrib.setdefault(name, []).append((self._count + at, got[at]))
         self._kept.append(geoms[kept])
@@ -225,7 +225,7 @@ class TileSummaries:
         del geoms
         own = {"area": attributes["area_m2"].to_numpy(dtype=float)}
         if "value_yuan" in attributes.columns:
-            own["value"] = _own_values(attributes["value_yuan"].to_numpy(dtype=float))
+            own["value"] = own_values(attributes["value_yuan"].to_numpy(dtype=float))
 
         def contributions(name: str) -> np.ndarray:
             # one grouping at a time: a big check's contributions (a float a
@@ -255,12 +255,6 @@ class TileSummaries:
         return summary_tables(
             attributes, self.rules, self.project, areas, self.levels, self.snapped
         )
-
-
-def _own_values(values: np.ndarray | None) -> np.ndarray:
-    """Return what each piece adds to a total of land value on its own (none: 0)."""
-    out: np.ndarray = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
-    return out
 
 
 def staged_check(
