@@ -66,32 +66,39 @@ def land_values() -> bool:
     return same_nan and rel < 1e-6
 
 
+def _command_walls(args: list[str], tmp: Path, repeat: int) -> list[float]:
+    """Run ``multiplan ARGS --out TMP/oK -q`` ``repeat`` times in new processes; return the wall times.
+
+    Exit 1 is a finding (conflicts, a forbidden site), not a failure.
+    """
+    walls = []
+    for k in range(repeat):
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "multiplan",
+                *args,
+                "--out",
+                str(tmp / f"o{k}"),
+                "-q",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        walls.append(time.perf_counter() - t)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(proc.stderr.decode())
+    return walls
+
+
 def site(repeat: int) -> None:
     """Time ``multiplan site`` on the demo in new processes, and the screening alone."""
     import multiplan
 
     with tempfile.TemporaryDirectory() as tmp:
-        walls = []
-        for k in range(repeat):
-            t = time.perf_counter()
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "multiplan",
-                    "site",
-                    str(DEMO),
-                    SITE,
-                    "--out",
-                    f"{tmp}/o{k}",
-                    "-q",
-                ],
-                capture_output=True,
-                check=False,
-            )
-            walls.append(time.perf_counter() - t)
-            if proc.returncode not in (0, 1):  # 1: the site touches what [site] forbids
-                raise SystemExit(proc.stderr.decode())
+        walls = _command_walls(["site", str(DEMO), SITE], Path(tmp), repeat)
     project = multiplan.read_project(DEMO)
     layers = multiplan.read_layers(project)
     t = time.perf_counter()
@@ -123,21 +130,8 @@ def demo_check(repeat: int) -> None:
     import json
 
     with tempfile.TemporaryDirectory() as tmp:
-        walls = []
-        for k in range(repeat):
-            t = time.perf_counter()
-            proc = subprocess.run(
-                [
-                    *(sys.executable, "-m", "multiplan", "check", str(DEMO)),
-                    *("--out", f"{tmp}/c{k}", "-q"),
-                ],
-                capture_output=True,
-                check=False,
-            )
-            walls.append(time.perf_counter() - t)
-            if proc.returncode not in (0, 1):  # 1: conflicts found
-                raise SystemExit(proc.stderr.decode())
-        stages = json.loads(Path(f"{tmp}/c{repeat - 1}/run.json").read_text())
+        walls = _command_walls(["check", str(DEMO)], Path(tmp), repeat)
+        stages = json.loads((Path(tmp) / f"o{repeat - 1}" / "run.json").read_text())
         timings = ", ".join(f"{k} {v:.2f} s" for k, v in stages["timings_s"].items())
     print(
         f"multiplan check on the demo (map, report, ledger): {statistics.median(walls):.2f} s "
