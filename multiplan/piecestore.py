@@ -525,7 +525,8 @@ def cell_texts(values: pd.Series) -> list[str | None]:
     """Return a mixed-type column as text, ``None`` where a cell is empty.
 
     Empty is None, NaN, or pandas' NA and NaT (never the texts "<NA>" or "NaT").
-    The GeoPackage and PostGIS writers both write such columns this way.
+    The GeoPackage and PostGIS writers write such columns this way, and the
+    map's popups show them so.
 
     Examples
     --------
