@@ -169,9 +169,21 @@ class Layers(Mapping[str, gpd.GeoDataFrame]):
         """Return every loaded layer by name."""
         return dict(self._layers)
 
-    def with_layers(self, more: Mapping[str, Layer]) -> Layers:
-        """Return a new :class:`Layers` with ``more`` added (or replacing)."""
-        return Layers({**self._layers, **more})
+    def index(self, name: str) -> pd.Index:
+        """Return a layer's feature ids (its frame's index), without its geometries."""
+        index: pd.Index = self._layers[name].frame.index
+        return index
+
+    def stats(self, name: str) -> LayerStats:
+        """Return what reading a layer found and did, without its geometries."""
+        return self._layers[name].stats
+
+    def with_layers(
+        self, more: Mapping[str, Layer], first: Iterable[str] = ()
+    ) -> Layers:
+        """Return a new :class:`Layers` with ``more`` added (or replacing), ``first`` first."""
+        merged = {**self._layers, **more}
+        return Layers({n: merged[n] for n in dict.fromkeys([*first, *merged])})
 
 
 LayerInput = Mapping[str, "gpd.GeoDataFrame | Layer"]
@@ -264,8 +276,8 @@ def ensure_layers(
     for i, name in enumerate(todo):
         progress("reading", i, len(todo), name)
         out[name] = read_layer(project.layers[name], project, near=near)
-    if isinstance(given, Layers):
-        out = {**given.layers(), **out}
+    if isinstance(given, Layers):  # layers let go of (a tiled check's) stay so
+        return given.with_layers(out, first=names)
     return Layers({n: out[n] for n in dict.fromkeys([*names, *out])})
 
 

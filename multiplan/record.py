@@ -200,9 +200,7 @@ def run_record(
             "rules": len(rules),
             "pieces": len(pieces),
             **dict(counts or {}),
-            "layers": {
-                name: dataclasses.asdict(layers.layer(name).stats) for name in layers
-            },
+            "layers": {name: dataclasses.asdict(layers.stats(name)) for name in layers},
         },
         "rules": rule_rows,
     }

@@ -54,11 +54,12 @@ from multiplan.rulestages import (
 )
 from multiplan.summary import cleans_ahead, rule_layers, summarise
 from multiplan.tilecheck import border_features, staged_check
+from multiplan.tileinputs import TileInputs, local_frames, released, staged_frames
 from multiplan.values import piece_values
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     import folium
@@ -354,7 +355,10 @@ def check(
         tile_size=tile_size,
         cluster=cluster,
         progress=progress,
+        border=True,
+        release=layers is None,
     )
+    lay = tiling.layers  # with many tiles, their geometries may have been let go of
     revenue = project.yield_ is not None and project.yield_.revenue is not None
     columns = piece_columns(levels)
     pieces: gpd.GeoDataFrame | None = None
@@ -362,7 +366,6 @@ def check(
     gpkg = conflicts_layer(project.working_crs)  # written while the summaries run
     aheads: list[WriteAhead] = []
     if len(tiling.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
-        border = border_features(lay, tiling.a_layers, tiling.grid, tiling.points)
         release()  # the reading's and the border boxes' freed pages
         staged = staged_check(
             project,
@@ -370,7 +373,7 @@ def check(
             lay,
             tiling.frames,
             columns=columns,
-            border=border,
+            border=tiling.border,
             levels=levels,
             workers=workers,
             values=(lambda tile: with_values(tile, project, lay)) if revenue else None,
@@ -512,14 +515,15 @@ class Tiling:
     """The tiles of a check, and their pieces as they are made.
 
     ``frames`` yields, tile by tile, each rule's pieces (made here, or as dask
-    tasks); ``rule_times`` fills up with each rule's seconds as it runs;
-    ``points(layer)`` gives an A layer's representative points, made once.
+    tasks); ``rule_times`` fills up with each rule's seconds as it runs.
     """
 
     grid: tiles.TileGrid
     keys: list[int]
-    a_layers: list[str]
-    points: Callable[[str], np.ndarray]
+    layers: Layers
+    """The layers, or with ``release``, the layers whose geometries were let go of."""
+    border: dict[str, np.ndarray]
+    """With ``border`` and many tiles, per A layer, its features near another tile."""
     frames: Iterator[list[pd.DataFrame]]
     rule_times: dict[str, float]
     below_min_area: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -538,26 +542,42 @@ def start_tiles(
     tile_size: float | None,
     cluster: str | None,
     progress: Progress,
+    border: bool = False,
+    release: bool = False,
 ) -> Tiling:
     """Plan the tiles of a check (:func:`multiplan.tiles.plan`) and start their work.
 
     The work runs as :attr:`Tiling.frames` is read: here, with the rules'
-    shared context, or with ``cluster`` as dask tasks.
+    shared context, or with ``cluster`` as dask tasks. With many tiles,
+    ``border`` finds the features near another tile
+    (:func:`~multiplan.tilecheck.border_features`); ``release`` (for layers read
+    from the manifest, without a cluster) stages each tile's features on disk
+    and lets the layers' geometries go (:mod:`multiplan.tileinputs`).
     """
     a_layers = [r.a.layer for r in rules]
     ctx = RuleContext(project, layers, workers, levels)
-    points = ctx.points
-    grid, keys = tiles.plan(layers, a_layers, tile_size, points)
+    grid, keys = tiles.plan(layers, a_layers, tile_size, ctx.points)
     if len(keys) > 1:
         logger.info("checking %d tiles of %g m", len(keys), grid.size)
+    near = (
+        border_features(layers, a_layers, grid, ctx.points)
+        if border and len(keys) > 1
+        else {}
+    )
     rule_times = dict.fromkeys((r.id for r in rules), 0.0)
+    sides = {r.id: ctx.side(r) for r in rules}
     if cluster is not None:
-        sides = {r.id: ctx.side(r) for r in rules}
         frames = _cluster_pieces(
             project, rules, grid, keys, cluster, workers, progress, sides
         )
+    elif release and len(keys) > 1:
+        inputs = TileInputs(project, rules, ctx, grid, keys)
+        layers = released(project, layers, inputs)
+        frames = staged_frames(
+            inputs, project, rules, grid, workers, levels, sides, progress, rule_times
+        )
     else:
-        frames = _local_pieces(ctx, rules, grid, keys, progress, rule_times)
+        frames = local_frames(ctx, rules, grid, keys, progress, rule_times)
     below = dict.fromkeys((r.id for r in rules), (0, 0.0))
     selected = {
         r.id: (len(ctx.selection(r.a, r, "a")), len(ctx.selection(r.b, r, "b")))
@@ -567,8 +587,8 @@ def start_tiles(
     return Tiling(
         grid,
         keys,
-        a_layers,
-        points,
+        layers,
+        near,
         counting(frames, rules, below),
         rule_times,
         below,
@@ -582,25 +602,6 @@ def gather_pieces(
     """Return the pieces of every tile as one frame, sorted as SPEC §6 orders them."""
     every = [f for tile in frames for f in tile]
     return sort_pieces(concat_pieces(every, crs, columns), columns)
-
-
-def _local_pieces(
-    ctx: RuleContext,
-    rules: Sequence[Rule],
-    grid: tiles.TileGrid,
-    keys: list[int],
-    progress: Progress,
-    rule_times: dict[str, float],
-) -> Iterator[list[pd.DataFrame]]:
-    """Run the tiles here, one after another, and yield each one's pieces per rule."""
-    for k, key in enumerate(keys):
-        frames = []
-        for i, rule in enumerate(rules):
-            progress("checking", k * len(rules) + i, len(keys) * len(rules), rule.id)
-            t = time.perf_counter()
-            frames.append(ctx.rule_pieces(rule, grid, key))
-            rule_times[rule.id] += time.perf_counter() - t
-        yield frames
 
 
 def _cluster_pieces(
@@ -674,7 +675,7 @@ def tile_task(
     ck = (*tiles.cache_key(manifest), tuple(only), stamp, expected)
     if ck not in cache:
         cache.clear()
-        _same_inputs(expected)
+        tiles.same_inputs(expected)
         rules = read_rules(project, only=only)
         fixed = ensure_layers(project, context_layers(project) if rules else [], None)
         levels = build_levels(project, fixed) if rules else None
@@ -683,18 +684,3 @@ def tile_task(
     lay = tile_layers(project, rules, fixed, grid, key)
     ctx = RuleContext(project, lay, 1, levels, sides)
     return [ctx.rule_pieces(rule, grid, key) for rule in rules]
-
-
-def _same_inputs(expected: tuple[tuple[str, str], ...]) -> None:
-    """Refuse a worker's copy of an input that is not the client's (by SHA-256)."""
-    from pathlib import Path
-
-    for path, digest in expected:
-        f = Path(path)
-        if not f.is_file():
-            raise InputError("the worker has no such file", path=f)
-        if digests([f])[0][1] != digest:
-            raise InputError(
-                "the worker's copy is not the client's (their SHA-256 differ)",
-                path=f,
-            )

@@ -404,8 +404,7 @@ def provenance_apart(
             if name is None or name not in layers:
                 continue
             mine = layer_col == name
-            frame = layers[name]
-            pos = frame.index.get_indexer(ids[mine])
+            pos = layers.index(name).get_indexer(ids[mine])
             feature[mine] = pos
             clean[mine] = np.where(pos >= 0, cleans[name][np.maximum(pos, 0)], False)
         if side == "b":  # only a piece of intersect, distance 0, lies inside its B

@@ -85,13 +85,12 @@ def border_features(
     if not names:
         return {}
     geoms = [np.asarray(layers[n].geometry.array, dtype=object) for n in names]
-    b = shapely.bounds(np.concatenate(geoms))
-    boxes = np.asarray(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]), dtype=object)
+    every = np.concatenate(geoms)
     tile = np.concatenate([grid.keys(points(n)) for n in names])
-    tree = shapely.STRtree(boxes)
-    border = np.zeros(len(boxes), dtype=bool)
-    for start in range(0, len(boxes), _QUERY_ROWS):  # pairs a chunk at a time
-        i, j = tree.query(boxes[start : start + _QUERY_ROWS])
+    tree = shapely.STRtree(every)  # a query without a predicate compares boxes only
+    border = np.zeros(len(every), dtype=bool)
+    for start in range(0, len(every), _QUERY_ROWS):  # pairs a chunk at a time
+        i, j = tree.query(every[start : start + _QUERY_ROWS])
         i += start
         np.logical_or.at(border, i, tile[i] != tile[j])
     splits = np.cumsum([len(g) for g in geoms])[:-1]
@@ -191,7 +190,7 @@ class TileSummaries:
             if name not in self.border:  # not a tiled layer: no promise, keep them
                 out[mine] = True
                 continue
-            pos = self.layers[name].index.get_indexer(ids[mine])
+            pos = self.layers.index(name).get_indexer(ids[mine])
             out[mine] = np.where(pos >= 0, self.border[name][np.maximum(pos, 0)], True)
         return out
 

@@ -257,3 +257,24 @@ def cache_key(manifest: str) -> tuple[Any, ...]:
     path = Path(manifest).resolve()
     st = path.stat()
     return (str(path), st.st_size, st.st_mtime_ns)
+
+
+def same_inputs(expected: tuple[tuple[str, str], ...]) -> None:
+    """Refuse a worker's copy of an input that is not the client's (by SHA-256).
+
+    Raises
+    ------
+    InputError
+        Naming the first file the worker lacks or holds another copy of.
+    """
+    from multiplan.record import digests
+
+    for path, digest in expected:
+        f = Path(path)
+        if not f.is_file():
+            raise InputError("the worker has no such file", path=f)
+        if digests([f])[0][1] != digest:
+            raise InputError(
+                "the worker's copy is not the client's (their SHA-256 differ)",
+                path=f,
+            )

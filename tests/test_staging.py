@@ -229,10 +229,18 @@ def test_a_tiled_run_writes_the_same_files(random_checks, tmp_path):
         assert _digest(tmp_path / "one" / name) == _digest(tmp_path / "many" / name)
 
 
+@pytest.mark.parametrize(
+    ("given", "what"),
+    [(False, "the features of the tiles"), (True, "the pieces of a tile")],
+)
 def test_a_staging_folder_that_cannot_take_the_pieces_is_an_output_error(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, given, what
 ):
-    """No room for the staged pieces: an OutputError (exit 2) naming the folder and TMPDIR."""
+    """No room for the staged features or pieces: an OutputError (exit 2) naming the folder and TMPDIR.
+
+    Layers read by the check stage each tile's features first; layers given in
+    memory stay there, and the pieces are the first thing staged.
+    """
     import tempfile
 
     from helpers import DEMO
@@ -241,12 +249,13 @@ def test_a_staging_folder_that_cannot_take_the_pieces_is_an_output_error(
     from multiplan.project import read_project
 
     project = read_project(DEMO)
+    layers = multiplan.read_layers(project) if given else None
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("", encoding="utf-8")
     monkeypatch.setattr(tempfile, "tempdir", str(blocked))
     with pytest.raises(OutputError) as err:
-        multiplan.check(project, only=["ECO-01"], tile_size=3000)
-    assert "cannot stage the pieces of a tile" in str(err.value)
+        multiplan.check(project, layers=layers, only=["ECO-01"], tile_size=3000)
+    assert f"cannot stage {what}" in str(err.value)
     assert str(blocked) in str(err.value)
     assert "TMPDIR" in str(err.value)
 

@@ -426,3 +426,136 @@ def test_features_read_near_a_box_keep_the_sources_order(tmp_path, driver):
         assert 0 < len(near) < len(whole)
         rank = {k: i for i, k in enumerate(whole)}
         assert [rank[k] for k in near] == sorted(rank[k] for k in near), name
+
+
+@pytest.mark.parametrize(("seed", "tile_size", "workers"), [(6, 1300, 2), (7, 700, 1)])
+def test_a_check_that_lets_its_layers_go_gives_the_same_results(
+    tmp_path, seed, tile_size, workers
+):
+    """Layers read by a tiled check are staged per tile and let go of; nothing changes."""
+    from multiplan.tileinputs import ReleasedLayers
+
+    project = _random_project(tmp_path, seed)
+    layers = multiplan.read_layers(project)
+    base = multiplan.check(project, layers=layers, tile_size=0, workers=1)
+    tiled = multiplan.check(project, tile_size=tile_size, workers=workers)
+    assert tiled.run["counts"]["tiles"] > 2
+    assert isinstance(tiled.layers, ReleasedLayers)
+    assert tiled.layers.pending == {"a", "b", "z"}  # nothing read them again
+    a, b = base.pieces, tiled.pieces
+    cols = [c for c in a.columns if c != "geometry"]
+    assert a[cols].equals(b[cols])
+    assert shapely.equals_exact(
+        a.geometry.to_numpy(), b.geometry.to_numpy(), tolerance=0
+    ).all()
+    for name in ("summary", "by_unit", "units"):
+        assert getattr(base, name).equals(getattr(tiled, name)), name
+    assert tiled.run["counts"]["layers"] == base.run["counts"]["layers"]
+    # asked for, a layer is read again whole: the frame of a whole read
+    again = tiled.layers["a"]
+    assert again.drop(columns="geometry").equals(layers["a"].drop(columns="geometry"))
+    assert shapely.equals_exact(
+        again.geometry.to_numpy(), layers["a"].geometry.to_numpy(), tolerance=0
+    ).all()
+
+
+@pytest.mark.parametrize("seed", [8, 9])
+def test_each_tile_gets_its_a_features_and_the_b_features_near_them(tmp_path, seed):
+    """A tile's staged features: its own A features (a partition of the layer), every B
+    feature the whole layer's index finds near them, the prepared geometries exactly."""
+    from multiplan.levels import build_levels
+    from multiplan.rulestages import RuleContext
+    from multiplan.tileinputs import TileInputs
+
+    project = _random_project(tmp_path, seed)
+    layers = multiplan.read_layers(project)
+    rules = read_rules(project)
+    whole = RuleContext(project, layers, 1, build_levels(project, layers))
+    grid, keys = plan(layers, ["a", "b"], 1100, whole.points)
+    inputs = TileInputs(project, rules, whole, grid, keys)
+    assert inputs.names == ["a", "b", "z"]  # the units layer is given whole
+    folder = inputs.folder
+    own = []
+    for key in keys:
+        lay = inputs.layers(key)
+        assert len(lay["u"]) == len(layers["u"])
+        for name in inputs.names:
+            part, full = lay[name], layers[name]
+            pos = full.index.get_indexer(part.index)
+            assert (pos >= 0).all()
+            assert (np.diff(pos) > 0).all()
+            assert part.drop(columns="geometry").equals(
+                full.drop(columns="geometry").iloc[pos]
+            )
+            assert shapely.equals_exact(
+                part.geometry.to_numpy(), full.geometry.to_numpy()[pos], tolerance=0
+            ).all()
+        mine = np.flatnonzero(grid.keys(whole.points("a")) == key)
+        assert set(mine) <= set(layers["a"].index.get_indexer(lay["a"].index))
+        own.append(mine)
+        for rule in rules:  # the B features the whole layer's index finds near them
+            in_tile = whole.tile_of(rule.a, grid) == key
+            if not in_tile.any():
+                continue
+            a = whole.geoms(rule.a)[in_tile]
+            near = whole.selection(rule.b)[whole.near(rule.b, rule.distance, a)]
+            got = layers[rule.b.layer].index.get_indexer(lay[rule.b.layer].index)
+            assert set(near) <= set(got), rule.id
+    every = np.concatenate(own)
+    assert len(every) == len(layers["a"]) == len(np.unique(every))
+    inputs.close()
+    assert not folder.exists()
+
+
+def test_a_released_layer_is_read_again_only_when_its_geometries_are_asked_for(
+    tmp_path,
+):
+    from multiplan.tileinputs import release
+
+    project = _random_project(tmp_path, 10)
+    layers = multiplan.read_layers(project)
+    reads = []
+
+    def reread(name):
+        reads.append(name)
+        return layers.layer(name)
+
+    kept = release(layers, ["a"], reread)
+    assert kept["a"] is not None
+    assert reads == ["a"]
+    kept = release(layers, ["a"], reread)
+    reads.clear()
+    assert "a" in kept
+    assert len(kept) == len(layers)
+    assert kept.index("a").equals(layers["a"].index)
+    assert kept.stats("a") == layers.stats("a")
+    assert kept.layer("b") is layers.layer("b")
+    assert reads == []
+    assert kept["a"].geometry.isna().sum() == 0
+    assert reads == ["a"]
+    kept["a"]
+    assert reads == ["a"]
+    # a stage that needs one layer's geometries reads that one again, not the others
+    from multiplan.layers import ensure_layers
+
+    kept = release(layers, ["a", "b"], reread)
+    reads.clear()
+    got = ensure_layers(project, ["b"], kept)
+    assert reads == ["b"]
+    assert got.pending == {"a"}
+    assert list(got) == ["b", *(n for n in layers if n != "b")]
+
+
+def test_a_layer_that_changed_on_disk_before_it_is_read_again_is_refused(tmp_path):
+    from multiplan.layers import read_layer
+    from multiplan.tileinputs import release
+
+    project = _random_project(tmp_path, 11)
+    layers = multiplan.read_layers(project)
+    kept = release(
+        layers, ["a"], lambda name: read_layer(project.layers[name], project)
+    )
+    frame = layers["a"].iloc[:-3]
+    frame.to_file(tmp_path / "a.gpkg")  # a bureau overwrote the file meanwhile
+    with pytest.raises(InputError, match="changed on disk while the check ran"):
+        kept["a"]

@@ -1,0 +1,397 @@
+"""The inputs of each tile of a check, staged on disk, so that the layers' geometries need not stay in memory (SPEC §12).
+
+A check of many tiles reads its rule layers whole once: to check them, count
+them for run.json, find their clean features, place every A feature in its tile
+and find the features near another tile. Kept to the end, those layers would
+be the largest part of a big check's memory (about 0.9 KB a feature). Instead,
+:class:`TileInputs` writes, for every tile, the prepared geometries that tile
+needs — its A features (those whose representative point lies in it) and the B
+features whose boxes meet the box of its A features grown by each rule's
+distance — as WKB, and the check lets the whole geometries go
+(:class:`ReleasedLayers`). Each tile then works on its own features, as a dask
+worker that reads near its tile does, with the ids, classes and attributes of
+the whole layers; the features are the prepared ones, coordinate for
+coordinate, so its pieces are those of a whole-layer run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import weakref
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+from multiplan.areas import unique_ints
+from multiplan.errors import InputError, OutputError
+from multiplan.layers import Layer, Layers, read_layer
+from multiplan.scratch import scratch_folder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from typing import Literal
+
+    import pandas as pd
+
+    from multiplan.levels import Levels
+    from multiplan.progress import Progress
+    from multiplan.rules import Rule
+    from multiplan.rulestages import RuleContext
+    from multiplan.specs import Project
+    from multiplan.tiles import TileGrid
+
+logger = logging.getLogger(__name__)
+
+PAD_M = 1.0
+"""Metres added around the box of a tile's A features (a box on a feature's edge)."""
+
+
+class TileInputs:
+    """Per tile, the features of the rule layers it needs, as WKB files in a temporary folder.
+
+    Made from the whole layers of a check (through its :class:`RuleContext`,
+    whose selections and representative points place the features); then
+    :meth:`layers` gives one tile's layers. The layers that are not staged (the
+    boundary, the units, value rasters) are given whole to every tile. The folder
+    is removed by :meth:`close`, or when the object is collected.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        rules: Sequence[Rule],
+        ctx: RuleContext,
+        grid: TileGrid,
+        keys: Sequence[int],
+    ) -> None:
+        layers = ctx.layers
+        self.names = staged_names(project, rules, layers)
+        self.keys = list(keys)
+        self._fixed = {
+            n: ly for n, ly in layers.layers().items() if n not in self.names
+        }
+        self.parts = {n: attribute_layer(layers.layer(n)) for n in self.names}
+        """The staged layers with their ids and attributes only, shared by every tile."""
+        try:
+            self.folder = scratch_folder("inputs")
+        except OSError as exc:
+            raise _staging_error(exc, Path(tempfile.gettempdir())) from exc
+        self._cleanup = weakref.finalize(
+            self, shutil.rmtree, str(self.folder), ignore_errors=True
+        )
+        self._pos: dict[tuple[int, str], np.ndarray] = {}
+        wanted = _positions(rules, ctx, grid, self.keys, self.names)
+        for name in self.names:
+            geoms = np.asarray(layers[name].geometry.array, dtype=object)
+            for key in self.keys:
+                pos = wanted.get((key, name), np.zeros(0, dtype=np.intp))
+                self._pos[key, name] = pos
+                self._write(self._file(key, name), geoms[pos])
+        staged = sum(len(p) for p in self._pos.values())
+        logger.info("staged %d features for %d tiles", staged, len(self.keys))
+
+    def _file(self, key: int, name: str) -> Path:
+        return self.folder / f"{self.names.index(name)}-{key}.wkb"
+
+    def _write(self, path: Path, geoms: np.ndarray) -> None:
+        wkb = shapely.to_wkb(geoms)
+        sizes = np.fromiter((len(w) for w in wkb), dtype=np.int64, count=len(wkb))
+        try:
+            with path.open("wb") as f:
+                np.save(f, sizes)
+                f.write(b"".join(wkb.tolist()))
+        except OSError as exc:
+            raise _staging_error(exc, self.folder) from exc
+
+    def _read(self, key: int, name: str) -> np.ndarray:
+        with self._file(key, name).open("rb") as f:
+            sizes = np.load(f)
+            data = f.read()
+        ends = np.cumsum(sizes)
+        starts = ends - sizes
+        wkb = np.array(
+            [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)],
+            dtype=object,
+        )
+        return np.asarray(shapely.from_wkb(wkb), dtype=object)
+
+    def layers(self, key: int) -> Layers:
+        """Return what tile ``key`` needs: its features of the staged layers, the others whole.
+
+        Each staged layer keeps the whole layer's ids (its index), attributes,
+        classes and order; its geometries are the prepared ones, read back from WKB.
+        """
+        out = dict(self._fixed)
+        for name in self.names:
+            part = self.parts[name]
+            pos = self._pos[key, name]
+            frame = part.frame.iloc[pos]
+            frame[frame.geometry.name] = gpd.GeoSeries(
+                self._read(key, name), index=frame.index, crs=frame.crs
+            )
+            out[name] = replace(part, frame=frame)
+        return Layers(out)
+
+    def close(self) -> None:
+        """Remove the staged files."""
+        self._cleanup()
+
+
+def staged_names(project: Project, rules: Sequence[Rule], layers: Layers) -> list[str]:
+    """Return the rule layers a tile reads in part: A and B layers, not the boundary or a units layer."""
+    whole = {project.boundary, *project.units}
+    names = dict.fromkeys(n for r in rules for n in (r.a.layer, r.b.layer))
+    return [n for n in names if n and n in layers and n not in whole]
+
+
+def attribute_layer(layer: Layer) -> Layer:
+    """Return a layer whose frame holds its ids and attributes, with no geometries (all ``None``)."""
+    frame = layer.frame
+    empty = gpd.GeoSeries(
+        np.full(len(frame), None, dtype=object), index=frame.index, crs=frame.crs
+    )
+    kept = gpd.GeoDataFrame(
+        frame.drop(columns=frame.geometry.name), geometry=empty, crs=frame.crs
+    )
+    if frame.geometry.name != "geometry":
+        kept = kept.rename_geometry(frame.geometry.name)
+    return replace(layer, frame=kept[list(frame.columns)])
+
+
+def _positions(
+    rules: Sequence[Rule],
+    ctx: RuleContext,
+    grid: TileGrid,
+    keys: Sequence[int],
+    names: Sequence[str],
+) -> dict[tuple[int, str], np.ndarray]:
+    """Return, per tile and staged layer, the sorted positions of the features the tile needs.
+
+    An A layer gives a tile the features whose representative point lies in it;
+    a rule's B layer the features whose boxes meet the box of the tile's selected
+    A features grown by the rule's distance (the prepared geometries are already
+    buffered by the layer's own ``buffer``).
+    """
+    found: dict[tuple[int, str], list[np.ndarray]] = {}
+    at = {key: k for k, key in enumerate(keys)}
+    for name in dict.fromkeys(r.a.layer for r in rules):
+        if name not in names:
+            continue
+        tile = grid.keys(ctx.points(name))
+        for key in keys:
+            found.setdefault((key, name), []).append(np.flatnonzero(tile == key))
+    trees: dict[str, shapely.STRtree] = {}
+    for rule in rules:
+        if rule.b.layer not in names:
+            continue
+        a_geoms = np.asarray(ctx.layers[rule.a.layer].geometry.array, dtype=object)
+        sel = ctx.selection(rule.a, rule, "a")
+        if not len(sel):
+            continue
+        tile = grid.keys(ctx.points(rule.a.layer)[sel])
+        boxes = _tile_boxes(shapely.bounds(a_geoms[sel]), tile, keys, at)
+        grow = rule.distance + PAD_M
+        if rule.b.layer not in trees:
+            b_geoms = np.asarray(ctx.layers[rule.b.layer].geometry.array, dtype=object)
+            trees[rule.b.layer] = shapely.STRtree(b_geoms)
+        for key, box in boxes.items():
+            query = shapely.box(
+                box[0] - grow, box[1] - grow, box[2] + grow, box[3] + grow
+            )
+            found.setdefault((key, rule.b.layer), []).append(
+                trees[rule.b.layer].query(query)
+            )
+    return {k: unique_ints(np.concatenate(v)).astype(np.intp) for k, v in found.items()}
+
+
+def _tile_boxes(
+    bounds: np.ndarray, tile: np.ndarray, keys: Sequence[int], at: dict[int, int]
+) -> dict[int, np.ndarray]:
+    """Return the box of each tile's features (xmin, ymin, xmax, ymax), for the tiles that have some."""
+    code = np.array([at.get(int(t), -1) for t in tile.tolist()], dtype=np.intp)
+    lo = np.full((len(keys), 2), np.inf)
+    hi = np.full((len(keys), 2), -np.inf)
+    mine = code >= 0
+    np.minimum.at(lo, code[mine], bounds[mine, :2])
+    np.maximum.at(hi, code[mine], bounds[mine, 2:])
+    return {
+        key: np.r_[lo[k], hi[k]] for key, k in at.items() if np.isfinite(lo[k]).all()
+    }
+
+
+class ReleasedLayers(Layers):
+    """Layers of which some were let go of: their geometries are read again only when asked for.
+
+    ``layers`` holds, for the ``pending`` names, layers with their ids and
+    attributes only (:func:`attribute_layer`). :meth:`index`, :meth:`stats`,
+    ``in`` and ``len`` answer from those; asking for a pending layer's frame
+    (``layers[name]``, :meth:`layer`) reads it whole again with ``reread``, once,
+    and refuses a source that changed since the first read.
+    """
+
+    def __init__(
+        self,
+        layers: Mapping[str, Layer],
+        pending: Iterable[str],
+        reread: Callable[[str], Layer],
+    ) -> None:
+        super().__init__(layers)
+        self._pending = set(pending)
+        self._reread = reread
+
+    @property
+    def pending(self) -> frozenset[str]:
+        """Return the layers whose geometries were let go of and not read again."""
+        return frozenset(self._pending)
+
+    def __getitem__(self, name: str) -> gpd.GeoDataFrame:
+        return self.layer(name).frame
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._layers
+
+    def layer(self, name: str) -> Layer:
+        """Return the loaded layer, reading a released one again first."""
+        if name in self._pending:
+            logger.info(
+                "reading layer %s again: its geometries were let go for the tiles", name
+            )
+            again = self._reread(name)
+            first = self._layers[name]
+            if len(again) != len(first) or not again.frame.index.equals(
+                first.frame.index
+            ):
+                raise InputError(
+                    "the layer changed on disk while the check ran",
+                    path=first.spec.source,
+                    layer=name,
+                    hint="Run the check again on inputs that stay as they are",
+                )
+            self._layers[name] = replace(again, stats=first.stats)
+            self._pending.discard(name)
+        return self._layers[name]
+
+    def layers(self) -> dict[str, Layer]:
+        """Return every layer by name, reading released ones again."""
+        return {n: self.layer(n) for n in self._layers}
+
+    def with_layers(
+        self, more: Mapping[str, Layer], first: Iterable[str] = ()
+    ) -> ReleasedLayers:
+        """Return a new :class:`ReleasedLayers` with ``more`` added; released layers stay released."""
+        merged = {**self._layers, **more}
+        order = dict.fromkeys([*first, *merged])
+        return ReleasedLayers(
+            {n: merged[n] for n in order}, self._pending - set(more), self._reread
+        )
+
+
+def release(
+    layers: Layers,
+    names: Iterable[str],
+    reread: Callable[[str], Layer],
+    parts: Mapping[str, Layer] | None = None,
+) -> ReleasedLayers:
+    """Return ``layers`` with the geometries of ``names`` let go of, read again by ``reread`` when asked for.
+
+    ``parts`` gives layers already stripped of their geometries
+    (:attr:`TileInputs.parts`), so that the attributes are held once.
+    """
+    names = set(names)
+    parts = parts or {}
+    kept = {
+        n: (parts[n] if n in parts else attribute_layer(ly)) if n in names else ly
+        for n, ly in layers.layers().items()
+    }
+    return ReleasedLayers(kept, names, reread)
+
+
+def released(project: Project, layers: Layers, inputs: TileInputs) -> ReleasedLayers:
+    """Return ``layers`` with the geometries of the tiles' staged layers let go of, read again from the manifest when asked for."""
+    return release(
+        layers,
+        inputs.names,
+        lambda name: read_layer(project.layers[name], project),
+        inputs.parts,
+    )
+
+
+def _staging_error(exc: OSError, folder: Path) -> OutputError:
+    """Return the error of a staging folder that cannot take the tiles' inputs."""
+    return OutputError(
+        f"cannot stage the features of the tiles in {folder}: {exc.strerror or exc}".rstrip(),
+        path=folder,
+        hint="A check of many tiles keeps each tile's features there while it runs "
+        "(about the size of the rule layers): free some space, or set TMPDIR to a "
+        "folder with room",
+    )
+
+
+def local_frames(
+    ctx: RuleContext,
+    rules: Sequence[Rule],
+    grid: TileGrid,
+    keys: Sequence[int],
+    progress: Progress,
+    rule_times: dict[str, float],
+) -> Iterator[list[pd.DataFrame]]:
+    """Run the tiles here on the whole layers, one after another, and yield each one's pieces per rule."""
+    for k, key in enumerate(keys):
+        frames = []
+        for i, rule in enumerate(rules):
+            progress("checking", k * len(rules) + i, len(keys) * len(rules), rule.id)
+            t = time.perf_counter()
+            frames.append(ctx.rule_pieces(rule, grid, key))
+            rule_times[rule.id] += time.perf_counter() - t
+        yield frames
+
+
+def staged_frames(
+    inputs: TileInputs,
+    project: Project,
+    rules: Sequence[Rule],
+    grid: TileGrid,
+    workers: int,
+    levels: Levels | None,
+    sides: Mapping[str, Literal["a", "b"]],
+    progress: Progress,
+    rule_times: dict[str, float],
+) -> Iterator[list[pd.DataFrame]]:
+    """Run the tiles here on their staged features, one after another, and yield each one's pieces per rule.
+
+    Each tile has its own :class:`RuleContext` over :meth:`TileInputs.layers`,
+    with the prepared sides the whole layers chose (``sides``); the staged files
+    are removed when the last tile is done, or when the run stops.
+    """
+    from multiplan.rulestages import RuleContext
+
+    try:
+        for k, key in enumerate(inputs.keys):
+            ctx = RuleContext(project, inputs.layers(key), workers, levels, sides)
+            yield from local_frames(
+                ctx,
+                rules,
+                grid,
+                [key],
+                _shifted(progress, k, len(inputs.keys), len(rules)),
+                rule_times,
+            )
+            del ctx
+    finally:
+        inputs.close()
+
+
+def _shifted(progress: Progress, k: int, tiles: int, rules: int) -> Progress:
+    """Return ``progress`` for tile ``k`` of ``tiles``, counted over every tile's rules."""
+
+    def report(stage: str, done: int, total: int, item: str) -> None:
+        progress(stage, k * rules + done, tiles * rules, item)
+
+    return report
