@@ -215,7 +215,12 @@ def _tile_boxes(
     bounds: np.ndarray, tile: np.ndarray, keys: Sequence[int], at: dict[int, int]
 ) -> dict[int, np.ndarray]:
     """Return the box of each tile's features (xmin, ymin, xmax, ymax), for the tiles that have some."""
-    code = np.array([at.get(int(t), -1) for t in tile.tolist()], dtype=np.intp)
+    known = np.asarray(list(at), dtype=np.int64)  # at[key] is its place here
+    if not len(known):
+        return {}
+    order = np.argsort(known, kind="stable")
+    slot = order[np.clip(np.searchsorted(known[order], tile), 0, len(known) - 1)]
+    code = np.where(known[slot] == tile, slot, -1)
     lo = np.full((len(keys), 2), np.inf)
     hi = np.full((len(keys), 2), -np.inf)
     mine = code >= 0
