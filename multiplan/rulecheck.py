@@ -366,7 +366,7 @@ def check(
     gpkg = conflicts_layer(project.working_crs)  # written while the summaries run
     aheads: list[WriteAhead] = []
     if len(tiling.keys) > 1:  # many tiles: geometries on disk, summaries tile by tile
-        release()  # the reading's and the border boxes' freed pages
+        release()  # the pages of the reading and of the geometries let go of
         staged = staged_check(
             project,
             rules,
