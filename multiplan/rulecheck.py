@@ -54,7 +54,13 @@ from multiplan.rulestages import (
 )
 from multiplan.summary import cleans_ahead, rule_layers, summarise
 from multiplan.tilecheck import border_features, staged_check
-from multiplan.tileinputs import TileInputs, local_frames, released, staged_frames
+from multiplan.tileinputs import (
+    TileInputs,
+    local_frames,
+    released,
+    staged_frames,
+    staged_names,
+)
 from multiplan.values import piece_values
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
 
@@ -566,13 +572,15 @@ def start_tiles(
     )
     rule_times = dict.fromkeys((r.id for r in rules), 0.0)
     sides = {r.id: ctx.side(r) for r in rules}
-    if cluster is not None:
+    if cluster is not None:  # the workers read what they need themselves
         frames = _cluster_pieces(
             project, rules, grid, keys, cluster, workers, progress, sides
         )
+        if release and len(keys) > 1:
+            layers = released(project, layers, staged_names(project, rules, layers))
     elif release and len(keys) > 1:
         inputs = TileInputs(project, rules, ctx, grid, keys)
-        layers = released(project, layers, inputs)
+        layers = released(project, layers, inputs.names, inputs.parts)
         frames = staged_frames(
             inputs, project, rules, grid, workers, levels, sides, progress, rule_times
         )

@@ -318,13 +318,18 @@ def release(
     return ReleasedLayers(kept, names, reread)
 
 
-def released(project: Project, layers: Layers, inputs: TileInputs) -> ReleasedLayers:
-    """Return ``layers`` with the geometries of the tiles' staged layers let go of, read again from the manifest when asked for."""
+def released(
+    project: Project,
+    layers: Layers,
+    names: Sequence[str],
+    parts: Mapping[str, Layer] | None = None,
+) -> ReleasedLayers:
+    """Return ``layers`` with the geometries of ``names`` let go of, read again from the manifest when asked for.
+
+    ``parts`` as in :func:`release` (:attr:`TileInputs.parts`).
+    """
     return release(
-        layers,
-        inputs.names,
-        lambda name: read_layer(project.layers[name], project),
-        inputs.parts,
+        layers, names, lambda name: read_layer(project.layers[name], project), parts
     )
 
 

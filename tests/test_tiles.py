@@ -428,17 +428,23 @@ def test_features_read_near_a_box_keep_the_sources_order(tmp_path, driver):
         assert [rank[k] for k in near] == sorted(rank[k] for k in near), name
 
 
-@pytest.mark.parametrize(("seed", "tile_size", "workers"), [(6, 1300, 2), (7, 700, 1)])
+@pytest.mark.parametrize(
+    ("seed", "tile_size", "workers", "cluster"),
+    [(6, 1300, 2, None), (7, 700, 1, None), (12, 1500, 2, "local")],
+)
 def test_a_check_that_lets_its_layers_go_gives_the_same_results(
-    tmp_path, seed, tile_size, workers
+    tmp_path, seed, tile_size, workers, cluster
 ):
-    """Layers read by a tiled check are staged per tile and let go of; nothing changes."""
+    """Layers read by a tiled check are staged per tile (or read by the dask workers)
+    and let go of; nothing changes."""
     from multiplan.tileinputs import ReleasedLayers
 
     project = _random_project(tmp_path, seed)
     layers = multiplan.read_layers(project)
     base = multiplan.check(project, layers=layers, tile_size=0, workers=1)
-    tiled = multiplan.check(project, tile_size=tile_size, workers=workers)
+    tiled = multiplan.check(
+        project, tile_size=tile_size, workers=workers, cluster=cluster
+    )
     assert tiled.run["counts"]["tiles"] > 2
     assert isinstance(tiled.layers, ReleasedLayers)
     assert tiled.layers.pending == {"a", "b", "z"}  # nothing read them again
