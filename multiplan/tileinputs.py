@@ -98,28 +98,29 @@ class TileInputs:
         logger.info("staged %d features for %d tiles", staged, len(self.keys))
 
     def _file(self, key: int, name: str) -> Path:
-        return self.folder / f"{self.names.index(name)}-{key}.wkb"
+        return self.folder / f"{self.names.index(name)}-{key}.arrow"
 
     def _write(self, path: Path, geoms: np.ndarray) -> None:
-        wkb = shapely.to_wkb(geoms)
-        sizes = np.fromiter((len(w) for w in wkb), dtype=np.int64, count=len(wkb))
+        """Write geometries as one Arrow IPC file of WKB (as the staged pieces are)."""
+        import pyarrow as pa
+
+        schema = pa.schema([("wkb", pa.binary())])
+        column = pa.array(shapely.to_wkb(geoms), type=pa.binary())
         try:
-            with path.open("wb") as f:
-                np.save(f, sizes)
-                f.write(b"".join(wkb.tolist()))
+            with (
+                pa.OSFile(str(path), "wb") as sink,
+                pa.ipc.new_file(sink, schema) as out,
+            ):
+                out.write_batch(pa.record_batch([column], schema=schema))
         except OSError as exc:
             raise _staging_error(exc, self.folder) from exc
 
     def _read(self, key: int, name: str) -> np.ndarray:
-        with self._file(key, name).open("rb") as f:
-            sizes = np.load(f)
-            data = f.read()
-        ends = np.cumsum(sizes)
-        starts = ends - sizes
-        wkb = np.array(
-            [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)],
-            dtype=object,
-        )
+        import pyarrow as pa
+
+        with pa.OSFile(str(self._file(key, name)), "rb") as source:
+            table = pa.ipc.open_file(source).read_all()
+        wkb = table.column("wkb").to_numpy(zero_copy_only=False)
         return np.asarray(shapely.from_wkb(wkb), dtype=object)
 
     def layers(self, key: int) -> Layers:
