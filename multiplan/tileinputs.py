@@ -104,8 +104,8 @@ class TileInputs:
         """Write geometries as one Arrow IPC file of WKB (as the staged pieces are)."""
         import pyarrow as pa
 
-        schema = pa.schema([("wkb", pa.binary())])
-        column = pa.array(shapely.to_wkb(geoms), type=pa.binary())
+        schema = pa.schema([("wkb", pa.large_binary())])  # a tile may hold > 2 GB
+        column = pa.array(shapely.to_wkb(geoms), type=pa.large_binary())
         try:
             with (
                 pa.OSFile(str(path), "wb") as sink,
