@@ -25,7 +25,7 @@ import shapely
 
 from multiplan.errors import OutputError
 from multiplan.memory import release
-from multiplan.scratch import scratch_folder
+from multiplan.scratch import owned_folder, scratch_folder
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -114,12 +114,9 @@ class PieceStore:
 
     def __init__(self, *, bucket_rows: int = BUCKET_ROWS) -> None:
         try:
-            self.folder = scratch_folder("pieces")
+            self.folder, self._cleanup = owned_folder(self, "pieces")
         except OSError as exc:
             raise _staging_error(exc, Path(tempfile.gettempdir())) from exc
-        self._cleanup = weakref.finalize(
-            self, shutil.rmtree, str(self.folder), ignore_errors=True
-        )
         self._files: list[Path] = []
         self._sizes: list[int] = []
         self._type_ids: set[int] = set()

@@ -18,7 +18,9 @@ import shutil
 import socket
 import sys
 import tempfile
+import weakref
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,23 @@ def scratch_folder(kind: str) -> Path:
     """
     sweep(kind)
     return Path(tempfile.mkdtemp(prefix=f"multiplan-{kind}-{_host()}-{os.getpid()}-"))
+
+
+def owned_folder(owner: object, kind: str) -> tuple[Path, weakref.finalize[..., Any]]:
+    """Make a :func:`scratch_folder` that is removed when ``owner`` is collected.
+
+    Returns the folder and its finalizer: calling that removes the folder at once
+    (an owner's ``close``).
+
+    Raises
+    ------
+    OSError
+        When the temporary folder cannot take a new folder.
+    """
+    folder = scratch_folder(kind)
+    return folder, weakref.finalize(
+        owner, shutil.rmtree, str(folder), ignore_errors=True
+    )
 
 
 def sweep(kind: str, root: Path | None = None) -> int:

@@ -17,10 +17,8 @@ coordinate, so its pieces are those of a whole-layer run.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
-import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +30,7 @@ import shapely
 from multiplan.areas import unique_ints
 from multiplan.errors import InputError, OutputError
 from multiplan.layers import Layer, Layers, read_layer
-from multiplan.scratch import scratch_folder
+from multiplan.scratch import owned_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -80,12 +78,9 @@ class TileInputs:
         self.parts = {n: attribute_layer(layers.layer(n)) for n in self.names}
         """The staged layers with their ids and attributes only, shared by every tile."""
         try:
-            self.folder = scratch_folder("inputs")
+            self.folder, self._cleanup = owned_folder(self, "inputs")
         except OSError as exc:
             raise _staging_error(exc, Path(tempfile.gettempdir())) from exc
-        self._cleanup = weakref.finalize(
-            self, shutil.rmtree, str(self.folder), ignore_errors=True
-        )
         self._pos: dict[tuple[int, str], np.ndarray] = {}
         wanted = _positions(rules, ctx, grid, self.keys, self.names)
         for name in self.names:
