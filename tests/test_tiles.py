@@ -565,3 +565,28 @@ def test_a_layer_that_changed_on_disk_before_it_is_read_again_is_refused(tmp_pat
     frame.to_file(tmp_path / "a.gpkg")  # a bureau overwrote the file meanwhile
     with pytest.raises(InputError, match="changed on disk while the check ran"):
         kept["a"]
+
+
+def test_the_tiles_staged_features_are_removed_when_the_check_is_done(
+    tmp_path, monkeypatch
+):
+    import tempfile
+
+    import multiplan.scratch
+
+    project = _random_project(tmp_path, 13)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    made = []
+    real = multiplan.scratch.scratch_folder
+
+    def recording(kind):
+        made.append(kind)
+        return real(kind)
+
+    monkeypatch.setattr(multiplan.scratch, "scratch_folder", recording)
+    result = multiplan.check(project, tile_size=1000, workers=1)
+    assert "inputs" in made
+    assert len(result.attributes) > 0
+    assert not list(scratch.glob("multiplan-inputs-*"))
