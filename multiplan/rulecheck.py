@@ -585,7 +585,7 @@ def start_tiles(
             inputs, project, rules, grid, workers, levels, sides, progress, rule_times
         )
     else:
-        frames = local_frames(ctx, rules, grid, keys, progress, rule_times)
+        frames = local_frames(lambda key: ctx, rules, grid, keys, progress, rule_times)
     below = dict.fromkeys((r.id for r in rules), (0, 0.0))
     selected = {
         r.id: (len(ctx.selection(r.a, r, "a")), len(ctx.selection(r.b, r, "b")))

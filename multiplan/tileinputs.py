@@ -176,7 +176,6 @@ def _positions(
     buffered by the layer's own ``buffer``).
     """
     found: dict[tuple[int, str], list[np.ndarray]] = {}
-    at = {key: k for k, key in enumerate(keys)}
     for name in dict.fromkeys(r.a.layer for r in rules):
         if name not in names:
             continue
@@ -187,12 +186,9 @@ def _positions(
     for rule in rules:
         if rule.b.layer not in names:
             continue
-        a_geoms = np.asarray(ctx.layers[rule.a.layer].geometry.array, dtype=object)
-        sel = ctx.selection(rule.a, rule, "a")
-        if not len(sel):
-            continue
-        tile = grid.keys(ctx.points(rule.a.layer)[sel])
-        boxes = _tile_boxes(shapely.bounds(a_geoms[sel]), tile, keys, at)
+        boxes = _tile_boxes(
+            shapely.bounds(ctx.geoms(rule.a)), ctx.tile_of(rule.a, grid), keys
+        )
         grow = rule.distance + PAD_M
         if rule.b.layer not in trees:
             b_geoms = np.asarray(ctx.layers[rule.b.layer].geometry.array, dtype=object)
@@ -208,22 +204,24 @@ def _positions(
 
 
 def _tile_boxes(
-    bounds: np.ndarray, tile: np.ndarray, keys: Sequence[int], at: dict[int, int]
+    bounds: np.ndarray, tile: np.ndarray, keys: Sequence[int]
 ) -> dict[int, np.ndarray]:
     """Return the box of each tile's features (xmin, ymin, xmax, ymax), for the tiles that have some."""
-    known = np.asarray(list(at), dtype=np.int64)  # at[key] is its place here
+    known = np.asarray(keys, dtype=np.int64)
     if not len(known):
         return {}
     order = np.argsort(known, kind="stable")
     slot = order[np.clip(np.searchsorted(known[order], tile), 0, len(known) - 1)]
-    code = np.where(known[slot] == tile, slot, -1)
-    lo = np.full((len(keys), 2), np.inf)
-    hi = np.full((len(keys), 2), -np.inf)
+    code = np.where(known[slot] == tile, slot, -1)  # the tile's place in keys
+    lo = np.full((len(known), 2), np.inf)
+    hi = np.full((len(known), 2), -np.inf)
     mine = code >= 0
     np.minimum.at(lo, code[mine], bounds[mine, :2])
     np.maximum.at(hi, code[mine], bounds[mine, 2:])
     return {
-        key: np.r_[lo[k], hi[k]] for key, k in at.items() if np.isfinite(lo[k]).all()
+        int(key): np.r_[lo[k], hi[k]]
+        for k, key in enumerate(known.tolist())
+        if np.isfinite(lo[k]).all()
     }
 
 
@@ -341,21 +339,27 @@ def _staging_error(exc: OSError, folder: Path) -> OutputError:
 
 
 def local_frames(
-    ctx: RuleContext,
+    context: Callable[[int], RuleContext],
     rules: Sequence[Rule],
     grid: TileGrid,
     keys: Sequence[int],
     progress: Progress,
     rule_times: dict[str, float],
 ) -> Iterator[list[pd.DataFrame]]:
-    """Run the tiles here on the whole layers, one after another, and yield each one's pieces per rule."""
+    """Run the tiles here, one after another, and yield each one's pieces per rule.
+
+    ``context(key)`` gives the :class:`RuleContext` tile ``key`` runs in: the
+    whole layers' one, or one over the tile's staged features.
+    """
     for k, key in enumerate(keys):
+        ctx = context(key)
         frames = []
         for i, rule in enumerate(rules):
             progress("checking", k * len(rules) + i, len(keys) * len(rules), rule.id)
             t = time.perf_counter()
             frames.append(ctx.rule_pieces(rule, grid, key))
             rule_times[rule.id] += time.perf_counter() - t
+        del ctx
         yield frames
 
 
@@ -378,26 +382,10 @@ def staged_frames(
     """
     from multiplan.rulestages import RuleContext
 
+    def context(key: int) -> RuleContext:
+        return RuleContext(project, inputs.layers(key), workers, levels, sides)
+
     try:
-        for k, key in enumerate(inputs.keys):
-            ctx = RuleContext(project, inputs.layers(key), workers, levels, sides)
-            yield from local_frames(
-                ctx,
-                rules,
-                grid,
-                [key],
-                _shifted(progress, k, len(inputs.keys), len(rules)),
-                rule_times,
-            )
-            del ctx
+        yield from local_frames(context, rules, grid, inputs.keys, progress, rule_times)
     finally:
         inputs.close()
-
-
-def _shifted(progress: Progress, k: int, tiles: int, rules: int) -> Progress:
-    """Return ``progress`` for tile ``k`` of ``tiles``, counted over every tile's rules."""
-
-    def report(stage: str, done: int, total: int, item: str) -> None:
-        progress(stage, k * rules + done, tiles * rules, item)
-
-    return report
