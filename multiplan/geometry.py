@@ -142,10 +142,15 @@ def non_finite(geoms: np.ndarray) -> np.ndarray:
     """
     geoms = np.asarray(geoms, dtype=object)
     out = np.zeros(len(geoms), dtype=bool)
-    coords, index = shapely.get_coordinates(geoms, return_index=True)
-    if len(coords):
-        bad = ~np.isfinite(coords).all(axis=1)
-        out[np.unique(index[bad])] = True
+    for start in range(
+        0, len(geoms), _RING_BLOCK
+    ):  # the coordinates' copy, a block at a time
+        coords, index = shapely.get_coordinates(
+            geoms[start : start + _RING_BLOCK], return_index=True
+        )
+        if len(coords):
+            bad = ~np.isfinite(coords).all(axis=1)
+            out[start + np.unique(index[bad])] = True
     return out
 
 
@@ -167,18 +172,43 @@ def clean_rings(geoms: np.ndarray) -> tuple[np.ndarray, int]:
     """
     geoms = np.asarray(geoms, dtype=object)
     types = shapely.get_type_id(geoms)
-    polygonal = np.flatnonzero(np.isin(types, [int(t) for t in _POLYGONAL]))
-    if not len(polygonal):
-        return geoms, 0
-    parts, part_of = shapely.get_parts(geoms[polygonal], return_index=True)
+    # a polygon without holes has one ring, its shell, whose coordinates are the
+    # polygon's: only holed polygons, multipolygons and short shells are taken
+    # apart (taking every ring out would copy the whole layer's coordinates)
+    polygon = types == 3
+    n = shapely.get_num_coordinates(geoms)
+    short = polygon & (n > 0) & (n < 4)
+    holed = polygon & (shapely.get_num_interior_rings(geoms) > 0)
+    suspects = np.flatnonzero(short | holed | (types == 6))
+    out = geoms
+    cleaned = 0
+    for start in range(0, len(suspects), _RING_BLOCK):
+        block = suspects[start : start + _RING_BLOCK]
+        fixed = _clean_ring_block(geoms[block])
+        if fixed:
+            if out is geoms:
+                out = geoms.copy()
+            for k, g in fixed.items():
+                out[block[k]] = g
+            cleaned += len(fixed)
+    return out, cleaned
+
+
+_RING_BLOCK = 50_000
+"""Polygons whose rings are taken apart at a time (their copies are freed block by block)."""
+
+
+def _clean_ring_block(geoms: np.ndarray) -> dict[int, shapely.Geometry]:
+    """Return the cleaned polygons of a block of polygonal geometries, by position."""
+    parts, part_of = shapely.get_parts(geoms, return_index=True)
     rings, ring_of = shapely.get_rings(parts, return_index=True)
     bad_ring = shapely.is_empty(rings) | (shapely.get_num_coordinates(rings) < 4)
     # an empty part of a MultiPolygon crashes GEOS as an empty ring does
-    multi = shapely.get_type_id(geoms[polygonal]) == 6
+    multi = shapely.get_type_id(geoms) == 6
     empty_part = shapely.is_empty(parts) & multi[part_of]
     bad_parts = np.union1d(ring_of[bad_ring], np.flatnonzero(empty_part))
     if not len(bad_parts):
-        return geoms, 0
+        return {}
     # empty polygons have no rings at all: they are skipped later, not cleaned here
     fixed_parts = parts.copy()
     for k in bad_parts.tolist():
@@ -188,18 +218,16 @@ def clean_rings(geoms: np.ndarray) -> tuple[np.ndarray, int]:
             fixed_parts[k] = shapely.Polygon()
         else:
             fixed_parts[k] = shapely.polygons(mine[0], holes=mine[1:][keep[1:]])
-    touched = np.unique(part_of[bad_parts])
-    out = geoms.copy()
-    for t in touched.tolist():
+    out: dict[int, shapely.Geometry] = {}
+    for t in np.unique(part_of[bad_parts]).tolist():
         own = [p for p in fixed_parts[part_of == t] if not p.is_empty]
-        orig = geoms[polygonal[t]]
         if not own:
-            out[polygonal[t]] = shapely.Polygon()
-        elif len(own) == 1 and shapely.get_type_id(orig) == 3:
-            out[polygonal[t]] = own[0]
+            out[t] = shapely.Polygon()
+        elif len(own) == 1 and shapely.get_type_id(geoms[t]) == 3:
+            out[t] = own[0]
         else:
-            out[polygonal[t]] = shapely.MultiPolygon(own)
-    return out, len(touched)
+            out[t] = shapely.MultiPolygon(own)
+    return out
 
 
 def repair_polygons(geoms: np.ndarray) -> tuple[np.ndarray, int]:

@@ -72,3 +72,88 @@ def test_polygonal_parts_drop_lines_and_points(geoms):
 )
 def test_geometry_family(items, family):
     assert G.geometry_family(np.array(items, dtype=object)) == family
+
+
+def _polygon_from_rings(*rings):
+    """A polygon built from raw WKB, so that GEOS keeps rings it would refuse to build."""
+    import struct
+
+    out = struct.pack("<BII", 1, 3, len(rings))
+    for ring in rings:
+        out += struct.pack("<I", len(ring)) + b"".join(
+            struct.pack("<dd", *c) for c in ring
+        )
+    return shapely.from_wkb(out)
+
+
+def _clean_ring_by_ring(g):
+    """The reference: every ring of every polygon looked at, one geometry at a time."""
+    if g is None or shapely.get_type_id(g) not in (3, 6):
+        return g, False
+    parts = list(g.geoms) if g.geom_type == "MultiPolygon" else [g]
+    kept, changed = [], False
+    for p in parts:
+        if p.is_empty:
+            changed = changed or g.geom_type == "MultiPolygon"
+            continue
+        rings = [p.exterior, *p.interiors]
+        good = [len(r.coords) >= 4 and not r.is_empty for r in rings]
+        if not all(good):
+            changed = True
+        if good[0]:
+            kept.append(
+                shapely.Polygon(
+                    rings[0], [r for r, k in zip(rings[1:], good[1:], strict=True) if k]
+                )
+            )
+    if not changed:
+        return g, False
+    if not kept:
+        return shapely.Polygon(), True
+    if len(kept) == 1 and g.geom_type == "Polygon":
+        return kept[0], True
+    return shapely.MultiPolygon(kept), True
+
+
+def test_clean_rings_equals_a_ring_by_ring_look_in_any_block_size(monkeypatch):
+    shell = [(0, 0), (10, 0), (10, 10), (0, 10), (0, 0)]
+    hole = [(1, 1), (2, 1), (2, 2), (1, 1)]
+    short = [(0, 0), (1, 0), (0, 0)]
+    zoo_ = [
+        shapely.box(0, 0, 1, 1),
+        shapely.Polygon(),
+        _polygon_from_rings(shell, []),  # an empty hole
+        _polygon_from_rings(short),  # a shell of three points
+        _polygon_from_rings(shell, short),  # a hole of three points
+        _polygon_from_rings(shell, hole),  # a sound hole
+        shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)]),
+        shapely.from_wkt("MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)), EMPTY)"),
+        shapely.MultiPolygon([_polygon_from_rings(short), shapely.box(5, 5, 6, 6)]),
+        shapely.from_wkt("POLYGON Z ((0 0 1, 1 0 1, 1 1 1, 0 0 1))"),
+        None,
+        shapely.Point(1, 1),
+        shapely.LineString([(0, 0), (1, 1)]),
+    ]
+    rng = np.random.default_rng(7)
+    geoms = np.array(zoo_ * 5, dtype=object)[rng.permutation(len(zoo_) * 5)]
+    want = [_clean_ring_by_ring(g) for g in geoms]
+    for block in (50_000, 3, 1):
+        monkeypatch.setattr(G, "_RING_BLOCK", block)
+        out, n = G.clean_rings(geoms)
+        assert n == sum(changed for _, changed in want) == 25
+        for got, (ref, _) in zip(out, want, strict=True):
+            assert (got is None and ref is None) or got.wkt == ref.wkt
+    # sound geometries are the very objects given; nothing is copied
+    sound = np.array([shapely.box(0, 0, 1, 1), _polygon_from_rings(shell, hole)])
+    out, n = G.clean_rings(sound)
+    assert n == 0
+    assert out is sound
+
+
+def test_non_finite_finds_a_nan_in_any_block(monkeypatch):
+    with np.errstate(invalid="ignore"):
+        bad = shapely.from_wkt("POLYGON ((0 0, 1 0, 1 NaN, 0 0))")
+    geoms = np.array([shapely.box(0, 0, 1, 1)] * 7 + [bad] + [None] * 2, dtype=object)
+    for block in (50_000, 3, 1):
+        monkeypatch.setattr(G, "_RING_BLOCK", block)
+        assert np.flatnonzero(G.non_finite(geoms)).tolist() == [7]
