@@ -192,6 +192,28 @@ def test_tiles_cover_every_a_feature_once():
     assert default_tile_size(10, (0, 0, 1, 1)) == 0.0
 
 
+def test_representative_points_are_the_same_made_a_block_at_a_time(monkeypatch):
+    import multiplan.tiles as tiles_mod
+
+    rng = np.random.default_rng(3)
+    geoms = np.array(
+        [
+            shapely.box(x, y, x + 1 + x % 3, y + 2)
+            for x, y in rng.integers(0, 99, (20, 2))
+        ]
+        + [shapely.Polygon(), None, shapely.Point(4, 5)],
+        dtype=object,
+    )[rng.permutation(23)]
+    want = np.full((len(geoms), 2), np.nan)
+    for k, g in enumerate(geoms):
+        if g is not None and not g.is_empty:
+            want[k] = shapely.get_coordinates(shapely.point_on_surface(g))[0]
+    for block in (50_000, 4, 1):
+        monkeypatch.setattr(tiles_mod, "_POINT_BLOCK", block)
+        got = representative_points(geoms)
+        np.testing.assert_array_equal(got, want)  # NaN where there is no point
+
+
 def test_plan_chooses_one_tile_for_the_demo():
     project = read_project(DEMO)
     layers = multiplan.read_layers(project, ["tugui", "chenggui"])
