@@ -268,6 +268,10 @@ def _clean(geoms: np.ndarray) -> np.ndarray:
 _CLEAN_CHUNK = 20_000
 """Features of one layer below which its coverage check is not cut into strips."""
 
+_CLEAN_STRIP = 100_000
+"""The most features of one strip: GEOS's working memory for 800 000 parcels at once
+was about 100 MB, and a strip's own features are most of what it checks."""
+
 
 def _strips(geoms: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cut a layer into ``parts`` strips by x for its coverage check: (own, subset) each.
@@ -330,8 +334,9 @@ def layer_cleans(
     """Return, per layer, which features overlap no other feature of it (:func:`clean_features`).
 
     GEOS's coverage check runs on ``workers`` threads (it releases the GIL): a
-    layer at a time, or a big layer in strips (:func:`_strips`), with the same
-    flags as one check of the whole layer.
+    layer at a time, or a big layer in strips (:func:`_strips`, a strip per
+    worker and at most :data:`_CLEAN_STRIP` features each), with the same flags
+    as one check of the whole layer.
     """
     return _geoms_cleans(_layer_geoms(layers, names), workers)
 
@@ -340,7 +345,11 @@ def _geoms_cleans(geoms: dict[str, np.ndarray], workers: int) -> dict[str, np.nd
     names = list(geoms)
     jobs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []
     for n in names:
-        parts = min(max(1, workers), len(geoms[n]) // _CLEAN_CHUNK)
+        n_features = len(geoms[n])
+        parts = max(
+            min(max(1, workers), n_features // _CLEAN_CHUNK),
+            -(-n_features // _CLEAN_STRIP),  # GEOS's working memory grows with a strip
+        )
         if parts > 1:
             jobs.extend((n, own, near) for own, near in _strips(geoms[n], parts))
         else:

@@ -35,9 +35,11 @@ def _layer(seed: int) -> gpd.GeoDataFrame:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("workers", [2, 3, 5])
+@pytest.mark.parametrize(
+    ("workers", "strip"), [(2, 10**6), (3, 10**6), (5, 10**6), (1, 25), (2, 60)]
+)
 def test_a_layer_checked_in_strips_gets_the_flags_of_one_check(
-    monkeypatch, seed, workers
+    monkeypatch, seed, workers, strip
 ):
     frame = _layer(seed)
     whole = summary.clean_features(frame)
@@ -45,6 +47,9 @@ def test_a_layer_checked_in_strips_gets_the_flags_of_one_check(
     assert not whole[-3]  # inside another
     assert not whole[11]  # twice
     monkeypatch.setattr(summary, "_CLEAN_CHUNK", 40)  # strips of a small layer
+    monkeypatch.setattr(
+        summary, "_CLEAN_STRIP", strip
+    )  # and of so many features at most
     layers = {"p": frame, "q": frame.iloc[::3]}  # what it reads of Layers
     got = summary.layer_cleans(layers, ["p", "q"], workers=workers)  # type: ignore[arg-type]
     assert np.array_equal(got["p"], whole)
