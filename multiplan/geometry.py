@@ -142,9 +142,8 @@ def non_finite(geoms: np.ndarray) -> np.ndarray:
     """
     geoms = np.asarray(geoms, dtype=object)
     out = np.zeros(len(geoms), dtype=bool)
-    for start in range(
-        0, len(geoms), _RING_BLOCK
-    ):  # the coordinates' copy, a block at a time
+    # the coordinates' copy, a block at a time
+    for start in range(0, len(geoms), _RING_BLOCK):
         coords, index = shapely.get_coordinates(
             geoms[start : start + _RING_BLOCK], return_index=True
         )

@@ -92,9 +92,8 @@ def representative_points(geoms: np.ndarray) -> np.ndarray:
     """
     geoms = np.asarray(geoms, dtype=object)
     xy = np.full((len(geoms), 2), np.nan)
-    for start in range(
-        0, len(geoms), _POINT_BLOCK
-    ):  # the point objects, a block at a time
+    # the point objects, a block at a time
+    for start in range(0, len(geoms), _POINT_BLOCK):
         pts = shapely.point_on_surface(geoms[start : start + _POINT_BLOCK])
         live = ~(shapely.is_empty(pts) | shapely.is_missing(pts))
         xy[start : start + len(pts)][live] = shapely.get_coordinates(pts[live])
