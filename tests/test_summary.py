@@ -46,10 +46,9 @@ def test_a_layer_checked_in_strips_gets_the_flags_of_one_check(
     assert 0 < int((~whole).sum()) < len(whole) // 2  # some overlap, most do not
     assert not whole[-3]  # inside another
     assert not whole[11]  # twice
-    monkeypatch.setattr(summary, "_CLEAN_CHUNK", 40)  # strips of a small layer
-    monkeypatch.setattr(
-        summary, "_CLEAN_STRIP", strip
-    )  # and of so many features at most
+    # strips of a small layer, of so many features at most
+    monkeypatch.setattr(summary, "_CLEAN_CHUNK", 40)
+    monkeypatch.setattr(summary, "_CLEAN_STRIP", strip)
     layers = {"p": frame, "q": frame.iloc[::3]}  # what it reads of Layers
     got = summary.layer_cleans(layers, ["p", "q"], workers=workers)  # type: ignore[arg-type]
     assert np.array_equal(got["p"], whole)
