@@ -143,9 +143,9 @@ def non_finite(geoms: np.ndarray) -> np.ndarray:
     geoms = np.asarray(geoms, dtype=object)
     out = np.zeros(len(geoms), dtype=bool)
     # the coordinates' copy, a block at a time
-    for start in range(0, len(geoms), _BLOCK):
+    for start in range(0, len(geoms), COPY_BLOCK):
         coords, index = shapely.get_coordinates(
-            geoms[start : start + _BLOCK], return_index=True
+            geoms[start : start + COPY_BLOCK], return_index=True
         )
         if len(coords):
             bad = ~np.isfinite(coords).all(axis=1)
@@ -181,8 +181,8 @@ def clean_rings(geoms: np.ndarray) -> tuple[np.ndarray, int]:
     suspects = np.flatnonzero(short | holed | (types == 6))
     out = geoms
     cleaned = 0
-    for start in range(0, len(suspects), _BLOCK):
-        block = suspects[start : start + _BLOCK]
+    for start in range(0, len(suspects), COPY_BLOCK):
+        block = suspects[start : start + COPY_BLOCK]
         fixed = _clean_ring_block(geoms[block])
         if fixed:
             if out is geoms:
@@ -193,10 +193,10 @@ def clean_rings(geoms: np.ndarray) -> tuple[np.ndarray, int]:
     return out, cleaned
 
 
-_BLOCK = 50_000
-"""Geometries whose rings (:func:`clean_rings`) or coordinates (:func:`non_finite`)
-are copied at a time: the copies are freed block by block, not made for a whole
-layer at once."""
+COPY_BLOCK = 50_000
+"""Geometries whose rings (:func:`clean_rings`), coordinates (:func:`non_finite`) or
+representative points (:func:`multiplan.tiles.representative_points`) are made at
+a time: the copies are freed block by block, not made for a whole layer at once."""
 
 
 def _clean_ring_block(geoms: np.ndarray) -> dict[int, shapely.Geometry]:

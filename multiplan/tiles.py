@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
+from multiplan import geometry
 from multiplan.errors import InputError
 
 if TYPE_CHECKING:
@@ -92,16 +93,13 @@ def representative_points(geoms: np.ndarray) -> np.ndarray:
     """
     geoms = np.asarray(geoms, dtype=object)
     xy = np.full((len(geoms), 2), np.nan)
-    # the point objects, a block at a time
-    for start in range(0, len(geoms), _POINT_BLOCK):
-        pts = shapely.point_on_surface(geoms[start : start + _POINT_BLOCK])
+    # the point objects (about 150 bytes each), a block at a time
+    block = geometry.COPY_BLOCK
+    for start in range(0, len(geoms), block):
+        pts = shapely.point_on_surface(geoms[start : start + block])
         live = ~(shapely.is_empty(pts) | shapely.is_missing(pts))
         xy[start : start + len(pts)][live] = shapely.get_coordinates(pts[live])
     return xy
-
-
-_POINT_BLOCK = 50_000
-"""Representative points made at a time (each point object takes about 150 bytes)."""
 
 
 def plan(

@@ -138,7 +138,7 @@ def test_clean_rings_equals_a_ring_by_ring_look_in_any_block_size(monkeypatch):
     geoms = np.array(zoo_ * 5, dtype=object)[rng.permutation(len(zoo_) * 5)]
     want = [_clean_ring_by_ring(g) for g in geoms]
     for block in (50_000, 3, 1):
-        monkeypatch.setattr(G, "_BLOCK", block)
+        monkeypatch.setattr(G, "COPY_BLOCK", block)
         out, n = G.clean_rings(geoms)
         assert n == sum(changed for _, changed in want) == 25
         for got, (ref, _) in zip(out, want, strict=True):
@@ -155,5 +155,5 @@ def test_non_finite_finds_a_nan_in_any_block(monkeypatch):
         bad = shapely.from_wkt("POLYGON ((0 0, 1 0, 1 NaN, 0 0))")
     geoms = np.array([shapely.box(0, 0, 1, 1)] * 7 + [bad] + [None] * 2, dtype=object)
     for block in (50_000, 3, 1):
-        monkeypatch.setattr(G, "_BLOCK", block)
+        monkeypatch.setattr(G, "COPY_BLOCK", block)
         assert np.flatnonzero(G.non_finite(geoms)).tolist() == [7]

@@ -193,7 +193,7 @@ def test_tiles_cover_every_a_feature_once():
 
 
 def test_representative_points_are_the_same_made_a_block_at_a_time(monkeypatch):
-    import multiplan.tiles as tiles_mod
+    from multiplan import geometry
 
     rng = np.random.default_rng(3)
     geoms = np.array(
@@ -209,7 +209,7 @@ def test_representative_points_are_the_same_made_a_block_at_a_time(monkeypatch):
         if g is not None and not g.is_empty:
             want[k] = shapely.get_coordinates(shapely.point_on_surface(g))[0]
     for block in (50_000, 4, 1):
-        monkeypatch.setattr(tiles_mod, "_POINT_BLOCK", block)
+        monkeypatch.setattr(geometry, "COPY_BLOCK", block)
         got = representative_points(geoms)
         np.testing.assert_array_equal(got, want)  # NaN where there is no point
 
