@@ -345,8 +345,12 @@ class WriteAhead:
     the pieces changed since: a write ahead never decides what a planner gets,
     only how soon.
 
-    The write ahead works on its own copy of the attributes (pandas frames are
-    not safe to share between threads). Its temporary folder goes, and an
+    The write ahead works on its own frame of the attributes (a pandas frame is
+    not safe to share between threads): a shallow copy under pandas'
+    copy-on-write (always on from pandas 3), which shares the data and copies
+    it only before a change in place, so that :meth:`place` still sees any
+    change; a deep copy otherwise. The shallow copy spares a big check a
+    second copy of every piece's attributes (about 0.1 KB a piece). Its temporary folder goes, and an
     unfinished write stops at its next batch, when the object is collected or
     the process exits.
 
@@ -368,7 +372,7 @@ class WriteAhead:
         style: LayerStyle | None = None,
     ) -> None:
         self.layer, self.crs, self.style = layer, crs, style
-        self._attributes = attributes.copy()
+        self._attributes = attributes.copy(deep=not copy_on_write())
         self._geometries = (
             MemoryGeometries(geometries.geoms.copy())
             if isinstance(geometries, MemoryGeometries)
@@ -461,6 +465,19 @@ class WriteAhead:
     def close(self) -> None:
         """Stop the write if it still runs and remove its folder."""
         self._cleanup()
+
+
+def copy_on_write() -> bool:
+    """Return whether pandas copies shared data before changing it in place.
+
+    Always so from pandas 3; with pandas 2, when its ``mode.copy_on_write``
+    option is set to ``True``.
+    """
+    import pandas as pd
+
+    if int(pd.__version__.split(".", 1)[0]) >= 3:
+        return True
+    return bool(pd.get_option("mode.copy_on_write") is True)
 
 
 def _write_ahead(

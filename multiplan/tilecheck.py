@@ -27,7 +27,7 @@ import shapely
 from multiplan.areas import UnionAreas, add_up, components, own_values
 from multiplan.levels import level_names
 from multiplan.memory import release
-from multiplan.pieces import concat_pieces, sort_order, sort_pieces
+from multiplan.pieces import concat_pieces, sort_pieces, sorted_parts
 from multiplan.piecestore import PieceStore
 from multiplan.summary import (
     VALUED,
@@ -294,7 +294,7 @@ def staged_check(
     sums = TileSummaries(
         project, rules, layers, levels, border, workers=workers, cleans=cleans
     )
-    parts: list[pd.DataFrame] = []
+    parts: list[dict[str, pd.Series]] = []
     corners: list[np.ndarray] = []
     count = 0
     for frames in tiles:
@@ -306,29 +306,28 @@ def staged_check(
         store.add(geoms)
         corners.append(shapely.bounds(geoms)[:, :2])
         sums.add(tile)
-        parts.append(pd.DataFrame(tile.drop(columns=tile.geometry.name)))
+        # each column a copy of its own, so that sorted_parts can let it go alone
+        parts.append(
+            {
+                c: tile[c].copy(deep=True)
+                for c in tile.columns
+                if c != tile.geometry.name
+            }
+        )
         count += 1
         del tile, geoms
         release()  # the tile's freed pages, before the next tile's threads allocate
-    attributes = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(concat_pieces([], project.crs, columns)).drop(
+    corner = np.concatenate(corners) if corners else np.zeros((0, 2))
+    del corners
+    if parts:
+        attributes, order = sorted_parts(parts, corner, columns)
+    else:
+        attributes = pd.DataFrame(concat_pieces([], project.crs, columns)).drop(
             columns="geometry"
         )
-    )
-    del parts
-    release()  # the tiles' attribute frames' pages
-    corner = np.concatenate(corners) if corners else np.zeros((0, 2))
-    order = (
-        sort_order(attributes, corner, columns)
-        if len(attributes)
-        else np.zeros(0, dtype=np.int64)
-    )
-    del corner, corners
-    release()  # the sort keys' pages
-    attributes = attributes.iloc[order].reset_index(drop=True)
-    release()  # the unsorted attributes' pages
+        order = np.zeros(0, dtype=np.int64)
+    del corner
+    release()  # the parts' and the sort keys' pages
     store.seal(order)
     if sealed is not None:
         sealed(attributes, store)

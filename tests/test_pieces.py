@@ -8,7 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from multiplan.areas import factorize_runs
-from multiplan.pieces import _distinct_rank, _text_rank
+from multiplan.pieces import _distinct_rank, _text_rank, sort_order, sorted_parts
 
 _texts = st.lists(st.text(max_size=6), unique=True, max_size=40)
 
@@ -51,3 +51,65 @@ def test_factorize_runs_gives_the_codes_of_pandas(runs):
     want, _ = pd.factorize(values, use_na_sentinel=False)
     assert codes.tolist() == want.tolist()
     assert first.tolist() == [want.tolist().index(c) for c in range(len(first))]
+
+
+_COLUMNS = [
+    "rule_id",
+    "a_layer",
+    "a_id",
+    "b_layer",
+    "b_id",
+    "unit",
+    "level1",
+    "area_m2",
+]
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["AB", "AZ", "土地"]),
+                st.one_of(st.none(), st.sampled_from(["a", "b"])),
+                st.one_of(st.none(), st.text(max_size=2), st.integers(-2, 12)),
+                st.one_of(st.none(), st.text(max_size=2)),
+                st.floats(0, 4, allow_nan=False),
+                st.integers(0, 3),
+            ),
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_sorted_parts_equal_the_whole_concatenated_and_sorted(tiles):
+    """A column at a time gives what one concatenation and one reordering gave."""
+    frames, corners = [], []
+    for rows in tiles:
+        frames.append(
+            pd.DataFrame(
+                {
+                    "rule_id": pd.Series([r[0] for r in rows], dtype=object),
+                    "a_layer": pd.Series([r[1] for r in rows], dtype=object),
+                    "a_id": pd.Series([r[2] for r in rows], dtype=object),
+                    "b_layer": pd.Series(["b"] * len(rows), dtype=object),
+                    "b_id": pd.Series([r[3] for r in rows], dtype=object),
+                    "unit": pd.Series([None] * len(rows), dtype=object),
+                    "level1": pd.Series([r[3] for r in rows], dtype=object),
+                    "area_m2": pd.Series([r[4] for r in rows], dtype=float),
+                }
+            )
+        )
+        corners.append(
+            np.array([[r[5], -r[5]] for r in rows], dtype=float).reshape(-1, 2)
+        )
+    corner = np.concatenate(corners)
+    whole = pd.concat(frames, ignore_index=True)
+    expected_order = sort_order(whole, corner, _COLUMNS)
+    expected = whole.iloc[expected_order].reset_index(drop=True)
+    parts = [{c: f[c].copy(deep=True) for c in f.columns} for f in frames]
+    got, order = sorted_parts(parts, corner, _COLUMNS)
+    assert parts == []  # every part let go of
+    assert order.tolist() == expected_order.tolist()
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.dtypes.tolist() == expected.dtypes.tolist()

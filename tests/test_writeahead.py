@@ -17,6 +17,7 @@ from multiplan.piecestore import (
     MemoryGeometries,
     WriteAhead,
     conflicts_layer,
+    copy_on_write,
     write_pieces_gpkg,
 )
 
@@ -57,6 +58,7 @@ def test_changed_pieces_are_written_as_they_are_now(tmp_path):
     options = conflicts_layer(CRS_)
     ahead = WriteAhead(attrs, geoms, **options)
     attrs.loc[0, "rule_id"] = "CHANGED"  # a notebook edits the result before writing
+    assert ahead._attributes.loc[0, "rule_id"] == "R"  # the change is not shared
     ahead.place(tmp_path / "out.gpkg", attributes=attrs, geometries=geoms, **options)
     write_pieces_gpkg(tmp_path / "direct.gpkg", attrs, geoms, **options)
     assert (tmp_path / "out.gpkg").read_bytes() == (
@@ -70,6 +72,17 @@ def test_changed_pieces_are_written_as_they_are_now(tmp_path):
     assert (tmp_path / "g.gpkg").read_bytes() == (
         tmp_path / "g_direct.gpkg"
     ).read_bytes()
+
+
+def test_a_write_ahead_shares_the_attributes_only_under_copy_on_write(tmp_path):
+    """A big check's attributes are not held twice while conflicts.gpkg is written."""
+    attrs, geoms = _pieces()
+    ahead = WriteAhead(attrs, geoms, **conflicts_layer(CRS_))
+    shared = np.shares_memory(
+        ahead._attributes["area_m2"].to_numpy(), attrs["area_m2"].to_numpy()
+    )
+    assert shared == copy_on_write()
+    ahead.close()
 
 
 def test_a_failed_write_ahead_falls_back_to_writing_in_place(tmp_path, monkeypatch):
