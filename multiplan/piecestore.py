@@ -451,7 +451,7 @@ class WriteAhead:
 
     def _same(self, attributes: pd.DataFrame, geometries: Geometries) -> bool:
         """Return whether these are still the pieces written ahead."""
-        if not attributes.equals(self._attributes):
+        if not same_frames(attributes, self._attributes):
             return False
         mine = self._geometries
         if isinstance(mine, MemoryGeometries) and isinstance(
@@ -465,6 +465,48 @@ class WriteAhead:
     def close(self) -> None:
         """Stop the write if it still runs and remove its folder."""
         self._cleanup()
+
+
+def same_frames(left: pd.DataFrame, right: pd.DataFrame) -> bool:
+    """Return ``left.equals(right)``, without comparing the columns that share their data.
+
+    A column whose values are the same memory, read the same way, holds the same
+    values: under copy-on-write a shallow copy shares every column until one is
+    changed, and comparing a million pieces' texts cell by cell took 0.4 s.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> a = pd.DataFrame({"x": ["p", "q"], "y": [1.0, float("nan")]}, dtype=object)
+    >>> same_frames(a, a.copy(deep=False)), same_frames(a, a.copy())
+    (True, True)
+    >>> b = a.copy()
+    >>> b.loc[0, "x"] = "r"
+    >>> same_frames(a, b)
+    False
+    """
+    if (
+        list(left.columns) != list(right.columns)
+        or not left.index.equals(right.index)
+        or not left.dtypes.equals(right.dtypes)
+        or left.columns.has_duplicates
+    ):
+        return left.equals(right)
+    for name in left.columns:
+        if not _shared(left[name], right[name]) and not left[name].equals(right[name]):
+            return False
+    return True
+
+
+def _shared(left: pd.Series, right: pd.Series) -> bool:
+    """Return whether two columns are views of the same memory, read alike."""
+    x, y = left.to_numpy(), right.to_numpy()  # views for numpy columns, no copies
+    return bool(
+        x.dtype == y.dtype
+        and x.shape == y.shape
+        and x.strides == y.strides
+        and x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+    )
 
 
 def copy_on_write() -> bool:

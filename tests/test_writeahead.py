@@ -18,6 +18,7 @@ from multiplan.piecestore import (
     WriteAhead,
     conflicts_layer,
     copy_on_write,
+    same_frames,
     write_pieces_gpkg,
 )
 
@@ -83,6 +84,22 @@ def test_a_write_ahead_shares_the_attributes_only_under_copy_on_write(tmp_path):
     )
     assert shared == copy_on_write()
     ahead.close()
+
+
+def test_same_frames_sees_a_change_made_after_a_shallow_copy():
+    attrs, _ = _pieces(50)
+    attrs["unit"] = pd.Series([None] * 50, dtype=object)
+    ahead_copy = attrs.copy(deep=not copy_on_write())
+    assert same_frames(attrs, ahead_copy)
+    attrs.loc[49, "a_id"] = "changed"  # copy-on-write copies the column first
+    assert not same_frames(attrs, ahead_copy)
+    assert ahead_copy.loc[49, "a_id"] == "49"
+    again = attrs.copy(deep=False)
+    again["area_m2"] = again["area_m2"] + 0.0  # a new column, equal values
+    assert same_frames(attrs, again)
+    again.loc[0, "area_m2"] = 2.0
+    assert not same_frames(attrs, again)
+    assert not same_frames(attrs, attrs[["a_id", "rule_id", "area_m2", "unit"]])
 
 
 def test_a_failed_write_ahead_falls_back_to_writing_in_place(tmp_path, monkeypatch):
