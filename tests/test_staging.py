@@ -28,6 +28,7 @@ from multiplan.piecestore import (
     write_pieces_gpkg,
 )
 from multiplan.tilecheck import border_features
+from multiplan.tileinputs import BoxIndex
 from multiplan.tiles import TileGrid, representative_points
 
 CRS_4549 = CRS.from_epsg(4549)
@@ -176,6 +177,56 @@ def test_border_features_are_those_a_feature_of_another_tile_can_reach(
         lambda n: representative_points(layers[n].geometry.array),
     )
     assert border["a"].tolist() == [False, True, False, True]
+
+
+def _random_boxes(seed: int, n: int) -> np.ndarray:
+    """Boxes of many sizes over 0..1000, a few as wide as the district, a few empty."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0, 1000, n), rng.uniform(0, 1000, n)
+    w = rng.choice([0.0, 5.0, 40.0, 150.0], n, p=[0.05, 0.6, 0.3, 0.05])
+    w[rng.random(n) < 0.02] = 1200.0  # wider than the district
+    h = rng.uniform(0, 60, n)
+    geoms = shapely.box(x, y, x + w, y + h)
+    geoms[rng.random(n) < 0.03] = shapely.Polygon()
+    return geoms
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_box_index_answers_as_an_strtree(seed):
+    geoms = _random_boxes(seed, 500)
+    tree = shapely.STRtree(geoms)
+    index = BoxIndex(shapely.bounds(geoms))
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(60):
+        x0, y0 = rng.uniform(-100, 1100, 2)
+        box = (x0, y0, x0 + rng.choice([0.0, 3.0, 90.0, 700.0]), y0 + 50.0)
+        expected = np.sort(tree.query(shapely.box(*box)))
+        assert index.query(box).tolist() == expected.tolist()
+    # a box on another's edge meets it, as in GEOS
+    edge = shapely.bounds(geoms[~shapely.is_empty(geoms)][0])
+    assert len(index.query((edge[2], edge[1], edge[2] + 1, edge[3])))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_border_features_equal_every_pair_of_boxes_compared(seed):
+    geoms = _random_boxes(seed, 400)
+    geoms = geoms[~shapely.is_empty(geoms)]  # the layers drop empty features
+    frame = gpd.GeoDataFrame(geometry=geoms, crs="EPSG:4549")
+    grid = TileGrid(0.0, 0.0, 170.0)
+    layers = {"a": frame}
+    pts = representative_points(frame.geometry.array)
+    border = border_features(layers, ["a"], grid, lambda n: pts)["a"]  # type: ignore[arg-type]
+    b = shapely.bounds(geoms)
+    meet = (
+        (b[:, None, 0] <= b[None, :, 2])
+        & (b[:, None, 2] >= b[None, :, 0])
+        & (b[:, None, 1] <= b[None, :, 3])
+        & (b[:, None, 3] >= b[None, :, 1])
+    )
+    tile = grid.keys(pts)
+    expected = (meet & (tile[:, None] != tile[None, :])).any(axis=1)
+    assert border.tolist() == expected.tolist()
+    assert 0 < border.sum() < len(border)
 
 
 @pytest.fixture(scope="module")
