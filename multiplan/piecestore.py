@@ -349,10 +349,10 @@ class WriteAhead:
     not safe to share between threads): a shallow copy under pandas'
     copy-on-write (always on from pandas 3), which shares the data and copies
     it only before a change in place, so that :meth:`place` still sees any
-    change; a deep copy otherwise. The shallow copy spares a big check a
-    second copy of every piece's attributes (about 0.1 KB a piece). Its temporary folder goes, and an
-    unfinished write stops at its next batch, when the object is collected or
-    the process exits.
+    change; a deep copy otherwise. The shallow copy spares a big check a second
+    copy of every piece's attributes (about 0.1 KB a piece). Its temporary
+    folder goes, and an unfinished write stops at its next batch, when the
+    object is collected or the process exits.
 
     Parameters
     ----------

@@ -213,9 +213,10 @@ class BoxIndex:
     feature (530 MB for 4 million parcels); this index takes the bounds and an
     order, 40 bytes. A query looks at the boxes whose left edge lies between the
     box's left edge less the width of the widest box and its right edge; the few
-    boxes much wider than most (wider than 16 times the median, say a zone across
-    the district) are set apart and looked at by every query, so that one wide
-    box does not make every query look at the whole layer.
+    boxes much wider than most (wider than 16 times the median and among the
+    widest 0.1 %, say a zone across the district) are set apart and looked at by
+    every query, so that one wide box does not make every query look at the
+    whole layer.
 
     Parameters
     ----------
@@ -235,7 +236,11 @@ class BoxIndex:
     def __init__(self, bounds: np.ndarray) -> None:
         live = np.flatnonzero(~np.isnan(bounds).any(axis=1))
         width = bounds[live, 2] - bounds[live, 0]
-        wide = width > 16 * np.median(width) if len(live) else np.zeros(0, dtype=bool)
+        # set apart: wider than 16 times the median, and among the widest 0.1 %
+        limit = (
+            max(16 * np.median(width), np.quantile(width, 0.999)) if len(live) else 0
+        )
+        wide = width > limit
         self._wide = live[wide]
         narrow = live[~wide]
         self._order = narrow[np.argsort(bounds[narrow, 0], kind="stable")]
