@@ -20,7 +20,7 @@ from pyproj import CRS
 from test_tiles import _random_project
 
 import multiplan
-from multiplan import tilecheck
+from multiplan import tilecheck, tileinputs
 from multiplan.piecestore import (
     MemoryGeometries,
     PieceStore,
@@ -206,6 +206,27 @@ def test_box_index_answers_as_an_strtree(seed):
     # a box on another's edge meets it, as in GEOS
     edge = shapely.bounds(geoms[~shapely.is_empty(geoms)][0])
     assert len(index.query((edge[2], edge[1], edge[2] + 1, edge[3])))
+
+
+@pytest.mark.parametrize("block", [50_000, 7, 1])
+def test_tile_boxes_are_those_of_each_tile_in_any_block_size(monkeypatch, block):
+    monkeypatch.setattr(tileinputs, "COPY_BLOCK", block)
+    geoms = _random_boxes(3, 300)
+    geoms = geoms[~shapely.is_empty(geoms)]
+    bounds = shapely.bounds(geoms)
+    tile = TileGrid(0.0, 0.0, 170.0).keys(representative_points(geoms))
+    # the first tile left out, a tile with no features asked for
+    keys = [*(int(k) for k in np.unique(tile)[1:]), 999_999]
+    got = tileinputs.tile_boxes(bounds, tile, keys)
+    assert sorted(got) == sorted(keys[:-1])
+    for key, box in got.items():
+        b = bounds[tile == key]
+        assert box.tolist() == [
+            b[:, 0].min(),
+            b[:, 1].min(),
+            b[:, 2].max(),
+            b[:, 3].max(),
+        ]
 
 
 @pytest.mark.parametrize("seed", range(4))
