@@ -4,7 +4,7 @@ GDAL's Arrow writer (``pyogrio.write_arrow``) holds Python's global lock for the
 whole of each batch, so a GeoPackage written in a thread beside a check's
 summaries slows every line of Python they run (280 000 pieces: about 1.1 s of
 GDAL). The write ahead of a check's pieces in memory
-(:class:`multiplan.piecestore.WriteAhead`) therefore hands the record batches
+(:class:`multiplan.writeahead.WriteAhead`) therefore hands the record batches
 over a pipe to a child process that writes them with the same call, the same
 batches and the same pinned time: the same file, byte for byte, as a write in
 the check's own process.

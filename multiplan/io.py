@@ -394,7 +394,7 @@ def pinned_gpkg_time() -> Iterator[None]:
     GeoPackages record a last_change time; pinning it makes the same inputs give
     byte-identical files (the run's own time is in run.json). GDAL's option is
     process-wide, so writers that pin it take turns: a check writes conflicts.gpkg
-    ahead in a thread of its own (:class:`multiplan.piecestore.WriteAhead`).
+    ahead in a thread of its own (:class:`multiplan.writeahead.WriteAhead`).
     """
     with _GPKG_TIME_LOCK:
         old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")

@@ -33,7 +33,6 @@ from multiplan.pieces import concat_pieces, sort_pieces
 from multiplan.piecestore import (
     Geometries,
     MemoryGeometries,
-    WriteAhead,
     conflicts_layer,
     pieces_frame,
     write_pieces_gpkg,
@@ -62,6 +61,7 @@ from multiplan.tileinputs import (
     staged_names,
 )
 from multiplan.values import piece_values
+from multiplan.writeahead import WriteAhead
 from multiplan.yields import YieldResult, land_yield, yield_layers_needed
 
 if TYPE_CHECKING:

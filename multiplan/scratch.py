@@ -1,7 +1,7 @@
 """Temporary folders of a run, and the sweep of those that killed runs left behind.
 
 A check stages its pieces (:class:`~multiplan.piecestore.PieceStore`) and writes
-conflicts.gpkg ahead (:class:`~multiplan.piecestore.WriteAhead`) in folders of the
+conflicts.gpkg ahead (:class:`~multiplan.writeahead.WriteAhead`) in folders of the
 system's temporary folder, removed when the run is over. A run that is killed
 (``kill -9``, the kernel's out-of-memory killer on a province) cannot remove them,
 and staged pieces can take gigabytes. Each folder is therefore named for its

@@ -13,14 +13,8 @@ import shapely
 from pyproj import CRS
 
 from multiplan.gpkgproc import write_apart
-from multiplan.piecestore import (
-    MemoryGeometries,
-    WriteAhead,
-    conflicts_layer,
-    copy_on_write,
-    same_frames,
-    write_pieces_gpkg,
-)
+from multiplan.piecestore import MemoryGeometries, conflicts_layer, write_pieces_gpkg
+from multiplan.writeahead import WriteAhead, copy_on_write, same_frames
 
 CRS_ = CRS.from_epsg(4549)
 
@@ -103,7 +97,7 @@ def test_same_frames_sees_a_change_made_after_a_shallow_copy():
 
 
 def test_a_failed_write_ahead_falls_back_to_writing_in_place(tmp_path, monkeypatch):
-    import multiplan.piecestore as ps
+    import multiplan.writeahead as ps
 
     attrs, geoms = _pieces()
     options = conflicts_layer(CRS_)
