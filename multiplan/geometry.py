@@ -194,9 +194,31 @@ def clean_rings(geoms: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 COPY_BLOCK = 50_000
-"""Geometries whose rings (:func:`clean_rings`), coordinates (:func:`non_finite`) or
-representative points (:func:`multiplan.tiles.representative_points`) are made at
-a time: the copies are freed block by block, not made for a whole layer at once."""
+"""Geometries whose rings (:func:`clean_rings`), coordinates (:func:`non_finite`),
+representative points (:func:`multiplan.tiles.representative_points`) or tile
+boxes (:func:`multiplan.tileinputs.tile_boxes`) are made at a time: the copies are
+freed block by block, not made for a whole layer at once."""
+
+
+def boxes_meet(bounds: np.ndarray, box: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """Return which boxes meet ``box`` (xmin, ymin, xmax, ymax), edges included.
+
+    As an STRtree query without a predicate compares envelopes. ``bounds`` are
+    rows of ``shapely.bounds``; a NaN row (an empty geometry) meets nothing.
+
+    Examples
+    --------
+    >>> b = shapely.bounds(np.array([shapely.box(0, 0, 1, 1), shapely.Polygon()]))
+    >>> boxes_meet(b, (1, 1, 2, 2)).tolist(), boxes_meet(b, (1.5, 0, 2, 1)).tolist()
+    ([True, False], [False, False])
+    """
+    x0, y0, x1, y1 = box
+    return (
+        (bounds[:, 0] <= x1)
+        & (bounds[:, 2] >= x0)
+        & (bounds[:, 1] <= y1)
+        & (bounds[:, 3] >= y0)
+    )
 
 
 def _clean_ring_block(geoms: np.ndarray) -> dict[int, shapely.Geometry]:

@@ -17,6 +17,7 @@ import pandas as pd
 import shapely
 
 from multiplan.areas import Anchored, UnionAreas, to_mu
+from multiplan.geometry import boxes_meet
 from multiplan.levels import Levels, build_levels, level_names, per_level
 from multiplan.schema import BY_UNIT_COLUMNS, SUMMARY_COLUMNS, UNITS_COLUMNS
 
@@ -285,10 +286,8 @@ def _strips(geoms: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]
     out = []
     for own in np.array_split(order, parts):
         own = np.sort(own)
-        x0, y0 = b[own, 0].min(), b[own, 1].min()
-        x1, y1 = b[own, 2].max(), b[own, 3].max()
-        near = (b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0)
-        out.append((own, np.flatnonzero(near)))
+        box = (b[own, 0].min(), b[own, 1].min(), b[own, 2].max(), b[own, 3].max())
+        out.append((own, np.flatnonzero(boxes_meet(b, box))))
     return out
 
 

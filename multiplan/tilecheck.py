@@ -25,6 +25,7 @@ import pandas as pd
 import shapely
 
 from multiplan.areas import UnionAreas, add_up, components, own_values
+from multiplan.geometry import boxes_meet
 from multiplan.levels import level_names
 from multiplan.memory import release
 from multiplan.pieces import concat_pieces, sort_pieces, sorted_parts
@@ -42,6 +43,7 @@ from multiplan.summary import (
     summary_tables,
     unit_columns,
 )
+from multiplan.tileinputs import tile_boxes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -121,24 +123,18 @@ def _near_other_tiles(bounds: np.ndarray, tile: np.ndarray) -> np.ndarray:
     by_tile = np.flatnonzero(live)
     by_tile = by_tile[np.argsort(tile[by_tile], kind="stable")]
     cuts = np.flatnonzero(np.diff(tile[by_tile])) + 1
-    slices = list(zip(np.r_[0, cuts], np.r_[cuts, len(by_tile)], strict=True))
-    boxes = np.empty((len(slices), 4))
-    for k, (start, stop) in enumerate(slices):
-        b = bounds[by_tile[start:stop]]
-        boxes[k] = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
-    for k, (start, stop) in enumerate(slices):
-        others = np.flatnonzero(
-            (boxes[:, 0] <= boxes[k, 2])
-            & (boxes[:, 2] >= boxes[k, 0])
-            & (boxes[:, 1] <= boxes[k, 3])
-            & (boxes[:, 3] >= boxes[k, 1])
-        )
+    keys = tile[by_tile[np.r_[0, cuts]]].tolist()  # the tiles, in the slices' order
+    found = tile_boxes(bounds, tile, keys)
+    boxes = np.array([found[key] for key in keys])
+    for k, (start, stop) in enumerate(
+        zip(np.r_[0, cuts], np.r_[cuts, len(by_tile)], strict=True)
+    ):
+        others = np.flatnonzero(boxes_meet(boxes, boxes[k]))
         mine = by_tile[start:stop]
         b = bounds[mine]
         hit = np.zeros(len(mine), dtype=bool)
         for o in others[others != k]:
-            x0, y0, x1, y1 = boxes[o]
-            hit |= (b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0)
+            hit |= boxes_meet(b, boxes[o])
         near[mine[hit]] = True
     return near
 

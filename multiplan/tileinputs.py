@@ -29,7 +29,7 @@ import shapely
 
 from multiplan.areas import unique_ints
 from multiplan.errors import InputError, OutputError
-from multiplan.geometry import COPY_BLOCK
+from multiplan.geometry import COPY_BLOCK, boxes_meet
 from multiplan.layers import Layer, Layers, read_layer
 from multiplan.memory import release as free_pages
 from multiplan.scratch import owned_folder
@@ -257,13 +257,11 @@ class BoxIndex:
 
     def query(self, box: tuple[float, float, float, float]) -> np.ndarray:
         """Return the sorted positions of the boxes that meet ``(xmin, ymin, xmax, ymax)``."""
-        x0, y0, x1, y1 = box
+        x0, x1 = box[0], box[2]
         lo = np.searchsorted(self._left, x0 - self._reach, side="left")
         hi = np.searchsorted(self._left, x1, side="right")
         near = np.concatenate([self._order[lo:hi], self._wide])
-        b = self._bounds[near]
-        meet = (b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0)
-        return np.sort(near[meet])
+        return np.sort(near[boxes_meet(self._bounds[near], box)])
 
 
 def tile_boxes(
@@ -271,8 +269,9 @@ def tile_boxes(
 ) -> dict[int, np.ndarray]:
     """Return the box of each tile's features (xmin, ymin, xmax, ymax), for the tiles that have some.
 
-    The features are looked at :data:`~multiplan.geometry.COPY_BLOCK` at a time:
-    the copies of a whole layer's bounds took about 300 MB at 4 million parcels.
+    Empty features (NaN bounds) are left out. The features are looked at
+    :data:`~multiplan.geometry.COPY_BLOCK` at a time: the copies of a whole
+    layer's bounds took about 300 MB at 4 million parcels.
     """
     known = np.asarray(keys, dtype=np.int64)
     if not len(known):
@@ -286,8 +285,8 @@ def tile_boxes(
         slot = order[np.clip(np.searchsorted(known[order], t), 0, len(known) - 1)]
         code = np.where(known[slot] == t, slot, -1)  # the tile's place in keys
         mine = code >= 0
-        np.minimum.at(lo, code[mine], b[mine, :2])
-        np.maximum.at(hi, code[mine], b[mine, 2:])
+        np.fmin.at(lo, code[mine], b[mine, :2])  # fmin, fmax: NaN left out
+        np.fmax.at(hi, code[mine], b[mine, 2:])
     return {
         int(key): np.r_[lo[k], hi[k]]
         for k, key in enumerate(known.tolist())
