@@ -112,6 +112,35 @@ def test_staged_and_in_memory_pieces_write_the_same_file(tmp_path):
     assert not folder.exists()
 
 
+def test_the_pieces_schema_is_the_one_arrow_infers():
+    import pyarrow as pa
+
+    from multiplan.piecestore import _arrow_schema
+
+    columns = {
+        "texts": ["a", None, float("nan"), pd.NA, "土地"],
+        "empty": [None, None, float("nan"), pd.NA, None],
+        "numbers_and_texts": ["P1", 2, 3, None, "P5"],
+        "numbers": [1, 2, 3, 4, 5],
+        "bytes": [b"x", b"y", None, b"z", b"w"],
+    }
+    frame = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in columns.items()})
+    frame["area_m2"] = np.arange(5, dtype=float)
+    schema, as_text = _arrow_schema(frame)
+    for name in frame.columns:
+        try:
+            inferred = pa.Schema.from_pandas(frame[[name]], preserve_index=False)
+            expected = inferred.field(name).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            expected = pa.string()
+            assert name in as_text
+        if pa.types.is_null(expected):
+            expected = pa.string()
+        assert schema.field(name).type == expected, name
+    assert as_text == ["numbers_and_texts"]
+    assert schema.field("texts").type == pa.string()
+
+
 def test_a_store_reads_scattered_pieces_in_order_from_buckets(tmp_path):
     """Pieces whose output order is unrelated to their tiles come back in that order."""
     rng = np.random.default_rng(7)
