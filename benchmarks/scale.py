@@ -7,9 +7,11 @@ At scale 1 the district has 100 000 parcels (plan A), 20 000 parcels (plan B) an
 30 red-line zones of 2 000–7 000 vertices (``synthetic.make_district``); scale 4
 has four times each. The rules are A × B and A × zones (intersect), what the
 naive script computes. Each method runs in its own process; the script prints
-wall time, peak memory (VmHWM of the process that runs the check: a cluster's
-workers are separate processes, not counted), pieces per second and the ratio of
-the naive script's time to each method's. With ``--repeat N`` the methods run N
+wall time, CPU time (user + system, with the child processes that ended: the
+work done, which a busy machine changes less than the wall time), peak memory
+(VmHWM of the process that runs the check: a cluster's workers are separate
+processes, not counted), pieces per second and the ratio of the naive script's
+time to each method's. With ``--repeat N`` the methods run N
 times in turn (naive, check, …, naive, check, …) and the run with the median time
 of each is shown: on a shared machine one run can be 20 % off either way. The
 outputs of every multiplan method must be byte-identical (conflicts.gpkg,
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -84,7 +87,7 @@ def prepare(folder: Path, scale: float) -> tuple[Path, int, float]:
 def child(method: str, manifest: Path, side: float) -> dict[str, object]:
     """Run one method in this process; return what it measured."""
     folder = manifest.parent
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_seconds()
     if method == "naive":
         import geopandas as gpd
         import pandas as pd
@@ -134,7 +137,18 @@ def child(method: str, manifest: Path, side: float) -> dict[str, object]:
             )
     from synthetic import peak_mb
 
-    return {"seconds": time.perf_counter() - t, "peak_mb": peak_mb(), "pieces": pieces}
+    return {
+        "seconds": time.perf_counter() - t,
+        "cpu_seconds": _cpu_seconds() - c,
+        "peak_mb": peak_mb(),
+        "pieces": pieces,
+    }
+
+
+def _cpu_seconds() -> float:
+    """Return the CPU time of this process and of its children that have ended (user + system)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def run(method: str, manifest: Path, side: float) -> dict[str, object]:
@@ -197,7 +211,7 @@ def main() -> int:
                 f"\nscale {scale:g}: {n:,} parcels (A) × {n // 5:,} (B) + {round(30 * scale)} zones"
             )
             print(
-                f"{'method':<10}{'seconds':>9}{'peak MB':>10}{'pieces':>11}{'pieces/s':>11}  naive ÷ method"
+                f"{'method':<10}{'seconds':>9}{'CPU s':>8}{'peak MB':>10}{'pieces':>11}{'pieces/s':>11}  naive ÷ method"
             )
             methods = [
                 m
@@ -223,7 +237,8 @@ def main() -> int:
                     else sec
                 )  # type: ignore[arg-type]
                 print(
-                    f"{m:<10}{sec:>9.2f}{float(r['peak_mb']):>10,.0f}{int(r['pieces']):>11,}"  # type: ignore[arg-type,call-overload]
+                    f"{m:<10}{sec:>9.2f}{float(r['cpu_seconds']):>8.1f}"  # type: ignore[arg-type]
+                    f"{float(r['peak_mb']):>10,.0f}{int(r['pieces']):>11,}"  # type: ignore[arg-type,call-overload]
                     f"{int(r['pieces']) / sec:>11,.0f}  {base / sec:.2f}"  # type: ignore[call-overload]
                     + _spread(tries[m])
                 )
@@ -247,6 +262,7 @@ def main() -> int:
             if "seconds" in a and "seconds" in b:
                 print(
                     f"{m}: {s1 / s0:g}× the data: {float(b['seconds']) / float(a['seconds']):.2f}× the time, "  # type: ignore[arg-type]
+                    f"{float(b['cpu_seconds']) / float(a['cpu_seconds']):.2f}× the CPU time, "  # type: ignore[arg-type]
                     f"{float(b['peak_mb']) / float(a['peak_mb']):.2f}× the peak memory"  # type: ignore[arg-type]
                 )
     if "fuse" not in args.skip:
