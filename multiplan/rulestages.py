@@ -44,7 +44,8 @@ class RuleContext:
     """The stages of one rule, with the caches shared by the rules of one run.
 
     Internal to the check (:func:`multiplan.rulecheck.find_pieces` and its dask
-    tasks); not a public value.
+    tasks); not a public value. ``points`` gives layers' representative points
+    made already (:meth:`points`), one row per feature of ``layers``.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class RuleContext:
         workers: int,
         levels: Levels | None,
         sides: Mapping[str, Literal["a", "b"]] | None = None,
+        points: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.project = project
         self.sides = dict(sides or {})
@@ -64,7 +66,7 @@ class RuleContext:
         self._buffered: dict[tuple[Any, ...], np.ndarray] = {}
         self._inside: dict[str, np.ndarray] = {}
         self._unit_hint: dict[str, np.ndarray] = {}
-        self._points: dict[str, np.ndarray] = {}
+        self._points: dict[str, np.ndarray] = dict(points or {})
         self._tiles: dict[tuple[Any, ...], np.ndarray] = {}
         self._trees: dict[tuple[Any, ...], shapely.STRtree] = {}
         self._ids: dict[str, np.ndarray] = {}

@@ -85,6 +85,10 @@ class TileInputs:
             raise _staging_error(exc, Path(tempfile.gettempdir())) from exc
         self._pos: dict[tuple[int, str], np.ndarray] = {}
         wanted = _positions(rules, ctx, grid, self.keys, self.names)
+        # the A layers' points, made to plan the tiles: a tile's are a part of them
+        self._points = {
+            n: ctx.points(n) for n in dict.fromkeys(r.a.layer for r in rules)
+        }
         free_pages()  # the boxes' and the queries' pages, before the WKB is made
         for name in self.names:
             geoms = np.asarray(layers[name].geometry.array, dtype=object)
@@ -137,6 +141,14 @@ class TileInputs:
             )
             out[name] = replace(part, frame=frame)
         return Layers(out)
+
+    def points(self, key: int) -> dict[str, np.ndarray]:
+        """Return the representative points of tile ``key``'s features of the A layers."""
+        return {
+            name: xy[self._pos[key, name]]
+            for name, xy in self._points.items()
+            if (key, name) in self._pos
+        }
 
     def close(self) -> None:
         """Remove the staged files."""
@@ -452,7 +464,9 @@ def staged_frames(
     from multiplan.rulestages import RuleContext
 
     def context(key: int) -> RuleContext:
-        return RuleContext(project, inputs.layers(key), workers, levels, sides)
+        return RuleContext(
+            project, inputs.layers(key), workers, levels, sides, inputs.points(key)
+        )
 
     try:
         yield from local_frames(context, rules, grid, inputs.keys, progress, rule_times)

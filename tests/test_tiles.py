@@ -520,6 +520,13 @@ def test_each_tile_gets_its_a_features_and_the_b_features_near_them(tmp_path, se
             ).all()
         mine = np.flatnonzero(grid.keys(whole.points("a")) == key)
         assert set(mine) <= set(layers["a"].index.get_indexer(lay["a"].index))
+        # the tile's points, taken from the whole layer's: those of its features
+        points = inputs.points(key)
+        assert set(points) == {r.a.layer for r in rules}
+        for name, xy in points.items():
+            np.testing.assert_array_equal(
+                xy, representative_points(lay[name].geometry.array)
+            )
         own.append(mine)
         for rule in rules:  # the B features the whole layer's index finds near them
             in_tile = whole.tile_of(rule.a, grid) == key
