@@ -41,9 +41,8 @@ BATCH_ROWS = 8_192
 """Rows per Arrow batch written to the GeoPackage: the same for every tiling."""
 STAGE_ROWS = 8_192
 """Rows per staged Arrow batch."""
-
 _RELEASE_BATCHES = 16
-"""Batches written between two hand-backs of freed pages (each costs about 5 ms in a big heap)."""
+"""Batches written between two hand-backs of freed pages (each about 5 ms in a big heap)."""
 BUCKET_ROWS = 16_384
 """Rows of output order per bucket file once a store is sealed (more for huge stores)."""
 MAX_BUCKETS = 256

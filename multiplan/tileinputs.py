@@ -151,7 +151,8 @@ class TileInputs:
         }
 
     def close(self) -> None:
-        """Remove the staged files."""
+        """Remove the staged files (and let the points go)."""
+        self._points = {}
         self._cleanup()
 
 
