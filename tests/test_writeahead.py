@@ -97,11 +97,11 @@ def test_same_frames_sees_a_change_made_after_a_shallow_copy():
 
 
 def test_a_failed_write_ahead_falls_back_to_writing_in_place(tmp_path, monkeypatch):
-    import multiplan.writeahead as ps
+    import multiplan.writeahead as wa
 
     attrs, geoms = _pieces()
     options = conflicts_layer(CRS_)
-    real = ps.write_pieces_gpkg
+    real = wa.write_pieces_gpkg
     calls = []
 
     def failing(path, *args, **kwargs):
@@ -110,7 +110,7 @@ def test_a_failed_write_ahead_falls_back_to_writing_in_place(tmp_path, monkeypat
             raise OSError(28, "No space left on device")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(ps, "write_pieces_gpkg", failing)
+    monkeypatch.setattr(wa, "write_pieces_gpkg", failing)
     ahead = WriteAhead(attrs, geoms, **options)
     ahead.place(tmp_path / "out.gpkg", attributes=attrs, geometries=geoms, **options)
     assert len(calls) == 2
