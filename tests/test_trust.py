@@ -8,6 +8,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -224,6 +225,45 @@ def test_a_native_crash_is_one_line_and_exit_3():
         "multiplan: internal error: the process crashed with a segmentation fault in native code; "
         "rerun with --debug to see where"
     ]
+
+
+_LEAVE = """
+import atexit, sys, threading, time
+from pathlib import Path
+from multiplan import supervise
+atexit.register(lambda: Path(sys.argv[1]).write_text("exit handlers ran"))
+if sys.argv[2] == "thread":  # a thread still at work: the ordinary way out waits for it
+    def late():
+        time.sleep(0.3)
+        Path(sys.argv[1]).with_suffix(".thread").write_text("done")
+    threading.Thread(target=late).start()
+print("the last line, unflushed", end="")
+supervise._leave(int(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("thread", ["none", "thread"])
+@pytest.mark.parametrize("code", [0, 4])
+def test_the_supervised_child_leaves_with_its_code_its_output_and_its_exit_handlers(
+    tmp_path, thread, code
+):
+    """The child ends without tearing the interpreter down, but loses nothing on the way.
+
+    Its exit code, its buffered output and its exit handlers (which remove
+    scratch folders) all survive; a thread still running is waited for.
+    """
+    mark = tmp_path / "atexit.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _LEAVE, str(mark), thread, str(code)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == "the last line, unflushed"
+    assert mark.read_text() == "exit handlers ran"
+    if thread == "thread":
+        assert mark.with_suffix(".thread").read_text() == "done"
 
 
 def test_ctrl_c_is_exit_130_not_the_exit_1_of_conflicts_found(tmp_path):
