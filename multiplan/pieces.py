@@ -73,12 +73,76 @@ def _sort_order(
 ) -> np.ndarray:
     """:func:`sort_order` of the pieces whose columns ``column(name)`` gives, one at a time."""
     extra = list(columns[columns.index("unit") + 1 : columns.index("area_m2")])
-    # each key as the rank of its text (nulls -1, first), sorted as integers
-    keys = [
+    # each key as the rank of its text (nulls -1, first)
+    ranks = [
         _text_rank(column(c).to_numpy(dtype=object)) for c in (*SORT_COLUMNS, *extra)
     ]
-    area = column("area_m2").to_numpy(dtype=float)
-    return np.lexsort((corner[:, 1], corner[:, 0], area, *reversed(keys)))
+    return ranked_order(ranks, column("area_m2").to_numpy(dtype=float), corner)
+
+
+def ranked_order(
+    ranks: Sequence[np.ndarray], area: np.ndarray, corner: np.ndarray
+) -> np.ndarray:
+    """Return the order of pieces by their keys' ranks in turn, then area, then corner.
+
+    What ``np.lexsort((corner[:, 1], corner[:, 0], area, *reversed(ranks)))``
+    returns, ties left in their order: the ranks are packed into as few 64-bit
+    integers as hold them (:func:`_packed`) and sorted in one pass, and only the
+    pieces whose ranks all tie (parts of one pair's piece) are sorted by area
+    and corner (1.15 million pieces: 0.04 s against 0.75 s).
+
+    Examples
+    --------
+    >>> ranked_order([np.array([1, 0, 1]), np.array([0, 5, 0])],
+    ...              np.array([2.0, 1.0, 1.0]), np.zeros((3, 2))).tolist()
+    [1, 2, 0]
+    """
+    words = _packed(ranks) if len(ranks) else [np.zeros(len(area), dtype=np.int64)]
+    if len(words) == 1:
+        order = np.argsort(words[0], kind="stable")
+    else:
+        order = np.lexsort(words[::-1])
+    same = np.ones(max(len(order) - 1, 0), dtype=bool)
+    for word in words:
+        ranked = word[order]
+        same &= ranked[1:] == ranked[:-1]
+    if same.any():
+        tied = np.zeros(len(order), dtype=bool)
+        tied[1:] |= same
+        tied[:-1] |= same
+        at = np.flatnonzero(tied)
+        run = np.cumsum(np.r_[True, ~same])[at]  # which run of equal ranks
+        rows = order[at]
+        order[at] = rows[
+            np.lexsort((rows, corner[rows, 1], corner[rows, 0], area[rows], run))
+        ]
+    return order
+
+
+def _packed(ranks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Return ranks (-1 and up) packed into as few 64-bit keys as hold them, most significant first.
+
+    Sorting the packed keys sorts by every rank in turn, in one pass.
+
+    Examples
+    --------
+    >>> [w.tolist() for w in _packed([np.array([0, 0, 1]), np.array([-1, 2, 0])])]
+    [[4, 7, 9]]
+    """
+    n = len(ranks[0]) if len(ranks) else 0
+    words: list[np.ndarray] = []
+    word = np.zeros(n, dtype=np.int64)
+    used = 0
+    for rank in ranks:
+        width = (int(rank.max(initial=-1)) + 1).bit_length()
+        if used + width > 63:
+            words.append(word)
+            word = np.zeros(n, dtype=np.int64)
+            used = 0
+        word = (word << width) | (rank.astype(np.int64) + 1)
+        used += width
+    words.append(word)
+    return words
 
 
 def sorted_parts(
@@ -154,18 +218,29 @@ def _text_rank(values: np.ndarray) -> np.ndarray:
     [2, -1, 1, 0, 2]
     >>> _text_rank(np.array([10, 9, 100, 1.0, True], dtype=object)).tolist()
     [1, 3, 2, 0, 4]
+    >>> _text_rank(np.array(["b", None, float("nan"), "a", pd.NA], dtype=object)).tolist()
+    [1, -1, -1, 0, -1]
     """
-    null = pd.isna(values)
-    live = values[~null]
-    rank = np.full(len(values), -1, dtype=np.int32)  # a million pieces' keys: 4 MB each
-    if pd.api.types.infer_dtype(live, skipna=False) in ("string", "integer"):
+    # the distinct values first (equal neighbours once), nulls among them
+    codes, first = factorize_runs(values)
+    distinct = values[first]
+    null = pd.isna(distinct)
+    live = distinct[~null]
+    if not len(live) or pd.api.types.infer_dtype(live, skipna=False) in (
+        "string",
+        "integer",
+    ):
         # values equal as Python objects have equal texts here (no 1 == 1.0 == True):
         # rank the distinct values' texts, not every value's
-        codes, first = factorize_runs(live)
-        texts = np.array([str(u) for u in live[first]], dtype=object)
-        rank[~null] = _distinct_rank(texts)[codes]
-        return rank
-    text = np.array([v if isinstance(v, str) else str(v) for v in live], dtype=object)
+        ranked = np.full(len(distinct), -1, dtype=np.int32)
+        ranked[~null] = _distinct_rank(np.array([str(u) for u in live], dtype=object))
+        out: np.ndarray = ranked[codes]
+        return out
+    null = pd.isna(values)
+    rank = np.full(len(values), -1, dtype=np.int32)  # a million pieces' keys: 4 MB each
+    text = np.array(
+        [v if isinstance(v, str) else str(v) for v in values[~null]], dtype=object
+    )
     codes, first = factorize_runs(text)
     rank[~null] = _distinct_rank(text[first])[codes]
     return rank

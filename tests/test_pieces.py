@@ -8,7 +8,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from multiplan.areas import factorize_runs
-from multiplan.pieces import _distinct_rank, _text_rank, sort_order, sorted_parts
+from multiplan.pieces import (
+    _distinct_rank,
+    _text_rank,
+    ranked_order,
+    sort_order,
+    sorted_parts,
+)
 
 _texts = st.lists(st.text(max_size=6), unique=True, max_size=40)
 
@@ -113,3 +119,85 @@ def test_sorted_parts_equal_the_whole_concatenated_and_sorted(tiles):
     assert order.tolist() == expected_order.tolist()
     pd.testing.assert_frame_equal(got, expected)
     assert got.dtypes.tolist() == expected.dtypes.tolist()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(-1, 2), min_size=4, max_size=4),
+            st.integers(0, 2),
+            st.integers(0, 1),
+        ),
+        max_size=40,
+    ),
+    st.lists(st.sampled_from([0, 2**20, 2**30]), min_size=4, max_size=4),
+)
+@example([([0, 0, 0, 0], 0, 0)] * 3, [0, 0, 0, 0])  # every key tied: by position
+def test_ranks_packed_sort_as_every_key_in_turn(rows, spans):
+    """One pass over packed ranks gives the order of a sort by each rank, area, corner.
+
+    ``spans`` makes some ranks large, so that they need more than one 64-bit key.
+    """
+    ranks = [
+        np.array([r[0][k] if r[0][k] < 0 else r[0][k] + spans[k] for r in rows])
+        for k in range(4)
+    ]
+    for k in range(4):  # the largest rank of a column, as a column of ranks has
+        ranks[k] = np.r_[ranks[k], spans[k]]
+    area = np.r_[np.array([r[1] for r in rows], dtype=float), 0.0]
+    corner = np.array([[r[2], -r[2]] for r in rows] + [[0, 0]], dtype=float)
+    want = np.lexsort((corner[:, 1], corner[:, 0], area, *reversed(ranks)))
+    assert ranked_order(ranks, area, corner).tolist() == want.tolist()
+
+
+_cells = st.one_of(
+    st.none(),
+    st.just(float("nan")),
+    st.just(pd.NA),
+    st.sampled_from(["AB", "AZ", "土地", "10", "9", "1"]),
+    st.integers(-2, 12),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(_cells, min_size=3, max_size=3),
+            st.sampled_from([1.0, 2.0]),
+            st.integers(0, 1),
+        ),
+        max_size=30,
+    )
+)
+@example(
+    [([1, None, "a"], 1.0, 0), ([1.0, None, "a"], 1.0, 0), ([True, None, "a"], 1.0, 0)]
+)
+def test_sort_order_is_python_sorting_the_texts_nulls_first(rows):
+    """SPEC §6: keys compared as text, nulls first; ties by area, corner, then position."""
+    names = ["rule_id", "a_layer", "a_id", "b_layer", "b_id", "unit", "area_m2"]
+    frame = pd.DataFrame(
+        {
+            "rule_id": pd.Series([r[0][0] for r in rows], dtype=object),
+            "a_layer": pd.Series(["a"] * len(rows), dtype=object),
+            "a_id": pd.Series([r[0][1] for r in rows], dtype=object),
+            "b_layer": pd.Series(["b"] * len(rows), dtype=object),
+            "b_id": pd.Series([r[0][2] for r in rows], dtype=object),
+            "unit": pd.Series([None] * len(rows), dtype=object),
+            "area_m2": pd.Series([r[1] for r in rows], dtype=float),
+        }
+    )
+    corner = np.array([[r[2], 0.0] for r in rows], dtype=float).reshape(-1, 2)
+
+    def text(v: object) -> tuple[int, str]:
+        return (0, "") if v is None or v is pd.NA or v != v else (1, str(v))
+
+    want = sorted(
+        range(len(rows)),
+        key=lambda i: (
+            *(text(rows[i][0][k]) for k in range(3)),
+            rows[i][1],
+            rows[i][2],
+            i,
+        ),
+    )
+    assert sort_order(frame, corner, names).tolist() == want
