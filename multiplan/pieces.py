@@ -218,22 +218,22 @@ def _text_rank(values: np.ndarray) -> np.ndarray:
     [2, -1, 1, 0, 2]
     >>> _text_rank(np.array([10, 9, 100, 1.0, True], dtype=object)).tolist()
     [1, 3, 2, 0, 4]
+    >>> _text_rank(np.array([1, 1.0, True], dtype=object)).tolist()  # equal, not as texts
+    [0, 1, 2]
     >>> _text_rank(np.array(["b", None, float("nan"), "a", pd.NA], dtype=object)).tolist()
     [1, -1, -1, 0, -1]
     """
-    # the distinct values first (equal neighbours once), nulls among them
-    codes, first = factorize_runs(values)
-    distinct = values[first]
-    null = pd.isna(distinct)
-    live = distinct[~null]
-    if not len(live) or pd.api.types.infer_dtype(live, skipna=False) in (
-        "string",
-        "integer",
-    ):
-        # values equal as Python objects have equal texts here (no 1 == 1.0 == True):
-        # rank the distinct values' texts, not every value's
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "integer", "empty"):
+        # texts alone, or integers alone, besides nulls: values equal as Python
+        # objects have equal texts (no 1 == 1.0 == True), so the distinct values'
+        # texts are ranked, not every value's, and nulls are found among them
+        codes, first = factorize_runs(values)
+        distinct = values[first]
+        null = pd.isna(distinct)
         ranked = np.full(len(distinct), -1, dtype=np.int32)
-        ranked[~null] = _distinct_rank(np.array([str(u) for u in live], dtype=object))
+        ranked[~null] = _distinct_rank(
+            np.array([str(u) for u in distinct[~null]], dtype=object)
+        )
         out: np.ndarray = ranked[codes]
         return out
     null = pd.isna(values)
