@@ -362,6 +362,36 @@ def test_a_staging_folder_that_cannot_take_the_pieces_is_an_output_error(
     assert "TMPDIR" in str(err.value)
 
 
+def test_a_full_disk_while_a_tile_is_staged_stops_the_check_with_an_output_error(
+    random_checks, monkeypatch
+):
+    """The third tile's file cannot be made: the check raises an OutputError (exit 2).
+
+    No tile is staged after it, and the error is not lost among the tiles.
+    """
+    import errno
+
+    import pyarrow as pa
+
+    from multiplan.errors import OutputError
+
+    project, _, _ = random_checks
+    layers = multiplan.read_layers(project)
+    real = pa.ipc.new_file
+    made = []
+
+    def full(sink, schema):
+        made.append(1)
+        if len(made) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(sink, schema)
+
+    monkeypatch.setattr(pa.ipc, "new_file", full)
+    with pytest.raises(OutputError, match="no space left on device"):
+        multiplan.check(project, layers=layers, tile_size=700, workers=2)
+    assert len(made) == 3
+
+
 def test_a_full_disk_while_the_pieces_are_put_in_buckets_is_an_output_error(
     tmp_path, monkeypatch
 ):
