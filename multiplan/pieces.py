@@ -97,7 +97,7 @@ def ranked_order(
     ...              np.array([2.0, 1.0, 1.0]), np.zeros((3, 2))).tolist()
     [1, 2, 0]
     """
-    words = _packed(ranks) if len(ranks) else [np.zeros(len(area), dtype=np.int64)]
+    words = _packed(ranks, len(area))
     if len(words) == 1:
         order = np.argsort(words[0], kind="stable")
     else:
@@ -119,17 +119,16 @@ def ranked_order(
     return order
 
 
-def _packed(ranks: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Return ranks (-1 and up) packed into as few 64-bit keys as hold them, most significant first.
+def _packed(ranks: Sequence[np.ndarray], n: int) -> list[np.ndarray]:
+    """Return ``n`` pieces' ranks (-1 and up) packed into as few 64-bit keys as hold them, most significant first.
 
     Sorting the packed keys sorts by every rank in turn, in one pass.
 
     Examples
     --------
-    >>> [w.tolist() for w in _packed([np.array([0, 0, 1]), np.array([-1, 2, 0])])]
+    >>> [w.tolist() for w in _packed([np.array([0, 0, 1]), np.array([-1, 2, 0])], 3)]
     [[4, 7, 9]]
     """
-    n = len(ranks[0]) if len(ranks) else 0
     words: list[np.ndarray] = []
     word = np.zeros(n, dtype=np.int64)
     used = 0
@@ -223,27 +222,29 @@ def _text_rank(values: np.ndarray) -> np.ndarray:
     >>> _text_rank(np.array(["b", None, float("nan"), "a", pd.NA], dtype=object)).tolist()
     [1, -1, -1, 0, -1]
     """
-    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "integer", "empty"):
-        # texts alone, or integers alone, besides nulls: values equal as Python
-        # objects have equal texts (no 1 == 1.0 == True), so the distinct values'
-        # texts are ranked, not every value's, and nulls are found among them
-        codes, first = factorize_runs(values)
-        distinct = values[first]
-        null = pd.isna(distinct)
-        ranked = np.full(len(distinct), -1, dtype=np.int32)
-        ranked[~null] = _distinct_rank(
-            np.array([str(u) for u in distinct[~null]], dtype=object)
-        )
-        out: np.ndarray = ranked[codes]
-        return out
-    null = pd.isna(values)
-    rank = np.full(len(values), -1, dtype=np.int32)  # a million pieces' keys: 4 MB each
-    text = np.array(
-        [v if isinstance(v, str) else str(v) for v in values[~null]], dtype=object
+    if pd.api.types.infer_dtype(values, skipna=True) not in (
+        "string",
+        "integer",
+        "empty",
+    ):
+        # values equal as Python objects may differ as texts (1 == 1.0 == True):
+        # rank their texts, nulls kept as None
+        null = pd.isna(values)
+        texts = np.full(len(values), None, dtype=object)
+        texts[~null] = [v if isinstance(v, str) else str(v) for v in values[~null]]
+        values = texts
+    # texts alone, or integers alone, besides nulls: equal values have equal texts,
+    # so the distinct values' texts are ranked, not every value's, and nulls are
+    # found among them
+    codes, first = factorize_runs(values)
+    distinct = values[first]
+    null = pd.isna(distinct)
+    ranked = np.full(len(distinct), -1, dtype=np.int32)
+    ranked[~null] = _distinct_rank(
+        np.array([str(u) for u in distinct[~null]], dtype=object)
     )
-    codes, first = factorize_runs(text)
-    rank[~null] = _distinct_rank(text[first])[codes]
-    return rank
+    out: np.ndarray = ranked[codes]  # a million pieces: 4 MB a key
+    return out
 
 
 def _distinct_rank(texts: np.ndarray) -> np.ndarray:
