@@ -562,11 +562,11 @@ def start_tiles(
     """
     a_layers = [r.a.layer for r in rules]
     ctx = RuleContext(project, layers, workers, levels)
-    grid, keys = tiles.plan(layers, a_layers, tile_size, ctx.points)
+    grid, keys = tiles.plan(layers, a_layers, tile_size, ctx.tile_keys)
     if len(keys) > 1:
         logger.info("checking %d tiles of %g m", len(keys), grid.size)
     near = (
-        border_features(layers, a_layers, grid, ctx.points)
+        border_features(layers, a_layers, grid, ctx.tile_keys)
         if border and len(keys) > 1
         else {}
     )

@@ -44,8 +44,8 @@ class RuleContext:
     """The stages of one rule, with the caches shared by the rules of one run.
 
     Internal to the check (:func:`multiplan.rulecheck.find_pieces` and its dask
-    tasks); not a public value. ``points`` gives layers' representative points
-    made already (:meth:`points`), one row per feature of ``layers``.
+    tasks); not a public value. ``keys`` gives layers' tile keys made already
+    (:meth:`tile_keys`, by layer and grid), one per feature of ``layers``.
     """
 
     def __init__(
@@ -55,7 +55,7 @@ class RuleContext:
         workers: int,
         levels: Levels | None,
         sides: Mapping[str, Literal["a", "b"]] | None = None,
-        points: Mapping[str, np.ndarray] | None = None,
+        keys: Mapping[tuple[str, tiles.TileGrid], np.ndarray] | None = None,
     ) -> None:
         self.project = project
         self.sides = dict(sides or {})
@@ -66,7 +66,7 @@ class RuleContext:
         self._buffered: dict[tuple[Any, ...], np.ndarray] = {}
         self._inside: dict[str, np.ndarray] = {}
         self._unit_hint: dict[str, np.ndarray] = {}
-        self._points: dict[str, np.ndarray] = dict(points or {})
+        self._keys: dict[tuple[str, tiles.TileGrid], np.ndarray] = dict(keys or {})
         self._tiles: dict[tuple[Any, ...], np.ndarray] = {}
         self._trees: dict[tuple[Any, ...], shapely.STRtree] = {}
         self._ids: dict[str, np.ndarray] = {}
@@ -146,19 +146,17 @@ class RuleContext:
         return self._classes[layer]
 
     # ---------------------------------------------------------------- one rule
-    def points(self, layer: str) -> np.ndarray:
-        """Return each feature's representative point (made once per run)."""
-        if layer not in self._points:
-            self._points[layer] = tiles.representative_points(
-                _geoms(self.layers[layer])
-            )
-        return self._points[layer]
+    def tile_keys(self, layer: str, grid: tiles.TileGrid) -> np.ndarray:
+        """Return the tile of each feature's representative point (made once per run)."""
+        if (layer, grid) not in self._keys:
+            self._keys[layer, grid] = tiles.tile_keys(_geoms(self.layers[layer]), grid)
+        return self._keys[layer, grid]
 
     def tile_of(self, sel: Selector, grid: tiles.TileGrid) -> np.ndarray:
         """Return the tile key of each selected A feature (by its representative point)."""
         key = (sel.layer, sel.classes, sel.where, grid)
         if key not in self._tiles:
-            self._tiles[key] = grid.keys(self.points(sel.layer)[self.selection(sel)])
+            self._tiles[key] = self.tile_keys(sel.layer, grid)[self.selection(sel)]
         return self._tiles[key]
 
     def near(self, sel: Selector, distance: float, query: np.ndarray) -> np.ndarray:

@@ -77,11 +77,12 @@ def border_features(
     layers: Layers,
     a_layers: Sequence[str],
     grid: TileGrid,
-    points: Callable[[str], np.ndarray],
+    keys: Callable[[str, TileGrid], np.ndarray],
 ) -> dict[str, np.ndarray]:
     """Return, per A layer, which features' boxes meet the box of an A feature of another tile.
 
-    A feature's tile is that of its representative point, as the tiles assign it.
+    A feature's tile is that of its representative point, as the tiles assign it
+    (``keys(layer, grid)``, :func:`multiplan.tiles.tile_keys`).
     Only a feature whose box meets the box around all of another tile's features
     can meet one of them, and the feature it meets is then such a feature too: the
     boxes are compared among those candidates alone (a band along the tiles'
@@ -93,7 +94,7 @@ def border_features(
         return {}
     geoms = [np.asarray(layers[n].geometry.array, dtype=object) for n in names]
     every = np.concatenate(geoms)
-    tile = np.concatenate([grid.keys(points(n)) for n in names])
+    tile = np.concatenate([keys(n, grid) for n in names])
     near = _near_other_tiles(shapely.bounds(every), tile)
     release()  # the boxes' pages
     candidates = np.flatnonzero(near)

@@ -85,9 +85,10 @@ class TileInputs:
             raise _staging_error(exc, Path(tempfile.gettempdir())) from exc
         self._pos: dict[tuple[int, str], np.ndarray] = {}
         wanted = _positions(rules, ctx, grid, self.keys, self.names)
-        # the A layers' points, made to plan the tiles: a tile's are a part of them
-        self._points = {
-            n: ctx.points(n) for n in dict.fromkeys(r.a.layer for r in rules)
+        self.grid = grid
+        # the A layers' tile keys, made to plan the tiles: a tile's are a part of them
+        self._keys = {
+            n: ctx.tile_keys(n, grid) for n in dict.fromkeys(r.a.layer for r in rules)
         }
         free_pages()  # the boxes' and the queries' pages, before the WKB is made
         for name in self.names:
@@ -142,17 +143,17 @@ class TileInputs:
             out[name] = replace(part, frame=frame)
         return Layers(out)
 
-    def points(self, key: int) -> dict[str, np.ndarray]:
-        """Return the representative points of tile ``key``'s features of the A layers."""
+    def feature_keys(self, key: int) -> dict[tuple[str, TileGrid], np.ndarray]:
+        """Return the tile keys of tile ``key``'s features of the A layers, by layer and grid."""
         return {
-            name: xy[self._pos[key, name]]
-            for name, xy in self._points.items()
+            (name, self.grid): tile[self._pos[key, name]]
+            for name, tile in self._keys.items()
             if (key, name) in self._pos
         }
 
     def close(self) -> None:
-        """Remove the staged files (and let the points go)."""
-        self._points = {}
+        """Remove the staged files (and let the keys go)."""
+        self._keys = {}
         self._cleanup()
 
 
@@ -195,7 +196,7 @@ def _positions(
     for name in dict.fromkeys(r.a.layer for r in rules):
         if name not in names:
             continue
-        tile = grid.keys(ctx.points(name))
+        tile = ctx.tile_keys(name, grid)
         for key in keys:
             found.setdefault((key, name), []).append(np.flatnonzero(tile == key))
     indexes: dict[str, BoxIndex] = {}
@@ -466,7 +467,12 @@ def staged_frames(
 
     def context(key: int) -> RuleContext:
         return RuleContext(
-            project, inputs.layers(key), workers, levels, sides, inputs.points(key)
+            project,
+            inputs.layers(key),
+            workers,
+            levels,
+            sides,
+            inputs.feature_keys(key),
         )
 
     try:

@@ -106,40 +106,61 @@ def plan(
     layers: Layers,
     a_layers: list[str],
     tile_size: float | None,
-    points: Callable[[str], np.ndarray] | None = None,
+    keys: Callable[[str, TileGrid], np.ndarray] | None = None,
 ) -> tuple[TileGrid, list[int]]:
     """Return the tile grid and the keys of the tiles that hold A features.
 
     ``tile_size`` ``None`` chooses a size from the data (one tile up to
     :data:`ONE_TILE_FEATURES` A features, else about :data:`FEATURES_PER_TILE`
-    a tile); ``0`` makes one tile.
-    ``points(layer)`` gives a layer's representative points when the caller
-    keeps them (made here otherwise).
+    a tile); ``0`` makes one tile. The grid starts at the A features' lower
+    left corner. ``keys(layer, grid)`` gives a layer's :func:`tile_keys` when
+    the caller keeps them (made here otherwise).
     """
     names = [n for n in dict.fromkeys(a_layers) if n in layers and len(layers[n])]
     geoms = [np.asarray(layers[n].geometry.array, dtype=object) for n in names]
     if not geoms:
         return TileGrid(), [0]
-    if tile_size is None:  # decided from counts and bounds, before any point is made
-        bounds = shapely.total_bounds(np.concatenate(geoms))
-        if np.isnan(bounds).any():
-            return TileGrid(), [0]
+    bounds = shapely.total_bounds(np.concatenate(geoms))
+    if np.isnan(bounds).any():  # every A feature empty
+        return TileGrid(), [0]
+    if tile_size is None:  # decided from counts and bounds, before any key is made
         size = default_tile_size(sum(len(g) for g in geoms), tuple(bounds))
     else:
         size = float(tile_size)
     if size <= 0:
         return TileGrid(), [0]
-    pts = np.concatenate(
-        [points(n) for n in names]
-        if points
-        else [representative_points(g) for g in geoms]
+    grid = TileGrid(math.floor(bounds[0]), math.floor(bounds[1]), size)
+    found = np.concatenate(
+        [keys(n, grid) for n in names] if keys else [tile_keys(g, grid) for g in geoms]
     )
-    pts = pts[~np.isnan(pts).any(axis=1)]
-    if not len(pts):
+    found = np.unique(found[found >= 0])
+    if not len(found):
         return TileGrid(), [0]
-    x0, y0 = pts.min(axis=0)
-    grid = TileGrid(math.floor(x0), math.floor(y0), size)
-    return grid, sorted(set(grid.keys(pts).tolist()))
+    return grid, found.tolist()
+
+
+def tile_keys(geoms: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """Return the tile of each geometry's representative point (-1 for empty or missing).
+
+    A geometry whose bounding box lies in one tile has its representative point
+    (which is inside it) in that tile: only the geometries whose boxes cross a
+    tile's edge have their points made (:func:`representative_points`).
+
+    Examples
+    --------
+    >>> grid = TileGrid(0.0, 0.0, 10.0)
+    >>> l_shape = shapely.Polygon([(0, 0), (20, 0), (20, 2), (2, 2), (2, 20), (0, 20)])
+    >>> tile_keys(np.array([shapely.box(1, 1, 2, 2), l_shape, None]), grid).tolist()
+    [0, 1, -1]
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    if grid.size <= 0:
+        return np.zeros(len(geoms), dtype=np.int64)
+    bounds = shapely.bounds(geoms)  # NaN for empty or missing: key -1 at both corners
+    out = grid.keys(bounds[:, :2])
+    cross = np.flatnonzero(out != grid.keys(bounds[:, 2:]))
+    out[cross] = grid.keys(representative_points(geoms[cross]))
+    return out
 
 
 def default_tile_size(n: int, bounds: tuple[float, float, float, float]) -> float:

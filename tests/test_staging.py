@@ -29,7 +29,7 @@ from multiplan.piecestore import (
 )
 from multiplan.tilecheck import border_features
 from multiplan.tileinputs import BoxIndex
-from multiplan.tiles import TileGrid, representative_points
+from multiplan.tiles import TileGrid, representative_points, tile_keys
 
 CRS_4549 = CRS.from_epsg(4549)
 
@@ -203,7 +203,7 @@ def test_border_features_are_those_a_feature_of_another_tile_can_reach(
         layers,  # type: ignore[arg-type]
         ["a"],
         grid,
-        lambda n: representative_points(layers[n].geometry.array),
+        lambda n, g: tile_keys(layers[n].geometry.array, g),
     )
     assert border["a"].tolist() == [False, True, False, True]
 
@@ -265,8 +265,8 @@ def test_border_features_equal_every_pair_of_boxes_compared(seed):
     frame = gpd.GeoDataFrame(geometry=geoms, crs="EPSG:4549")
     grid = TileGrid(0.0, 0.0, 170.0)
     layers = {"a": frame}
-    pts = representative_points(frame.geometry.array)
-    border = border_features(layers, ["a"], grid, lambda n: pts)["a"]  # type: ignore[arg-type]
+    tile = tile_keys(frame.geometry.array, grid)
+    border = border_features(layers, ["a"], grid, lambda n, g: tile)["a"]  # type: ignore[arg-type]
     b = shapely.bounds(geoms)
     meet = (
         (b[:, None, 0] <= b[None, :, 2])
@@ -274,7 +274,6 @@ def test_border_features_equal_every_pair_of_boxes_compared(seed):
         & (b[:, None, 1] <= b[None, :, 3])
         & (b[:, None, 3] >= b[None, :, 1])
     )
-    tile = grid.keys(pts)
     expected = (meet & (tile[:, None] != tile[None, :])).any(axis=1)
     assert border.tolist() == expected.tolist()
     assert 0 < border.sum() < len(border)

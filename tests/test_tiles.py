@@ -25,6 +25,7 @@ from multiplan.tiles import (
     default_tile_size,
     plan,
     representative_points,
+    tile_keys,
     worker_cache,
 )
 
@@ -214,6 +215,49 @@ def test_representative_points_are_the_same_made_a_block_at_a_time(monkeypatch):
         np.testing.assert_array_equal(got, want)  # NaN where there is no point
 
 
+@pytest.mark.parametrize("size", [7.0, 25.0, 0.0])
+def test_tile_keys_are_those_of_the_representative_points(monkeypatch, size):
+    from multiplan import tiles
+
+    rng = np.random.default_rng(11)
+    x, y = rng.integers(0, 95, (2, 300)).astype(float)
+    w, h = rng.choice([0.5, 3.0, 12.0], (2, 300))
+    boxes = list(shapely.box(x, y, x + w, y + h))
+    # shapes whose point is far from their box's centre, boxes on tile lines, nothing
+    l_shape = shapely.Polygon([(0, 0), (60, 0), (60, 2), (2, 2), (2, 60), (0, 60)])
+    ring = shapely.box(1, 1, 80, 80).difference(shapely.box(3, 3, 78, 78))
+    on_lines = [
+        shapely.box(7, 7, 14, 14),
+        shapely.box(0, 0, 7, 7),
+        shapely.Point(14, 21),
+    ]
+    geoms = np.array(
+        [*boxes, l_shape, ring, *on_lines, shapely.Polygon(), None], dtype=object
+    )[rng.permutation(len(boxes) + 7)]
+    grid = TileGrid(0.0, 0.0, size)
+    made = []
+    real = tiles.representative_points
+    monkeypatch.setattr(
+        tiles, "representative_points", lambda g: made.append(len(g)) or real(g)
+    )
+    got = tile_keys(geoms, grid)
+    want = grid.keys(real(geoms))
+    assert got.tolist() == want.tolist()
+    if size:
+        assert (got == -1).sum() == 2  # the empty polygon and the missing feature
+        # points made only for the geometries whose boxes cross a tile's edge
+        b = shapely.bounds(
+            geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
+        )
+        cell = np.floor(b / size)
+        crossing = ((cell[:, 0] != cell[:, 2]) | (cell[:, 1] != cell[:, 3])).sum()
+        assert made == [crossing]
+        assert 0 < crossing < len(geoms)
+    else:  # one tile: no point made
+        assert made == []
+        assert not got.any()
+
+
 def test_plan_chooses_one_tile_for_the_demo():
     project = read_project(DEMO)
     layers = multiplan.read_layers(project, ["tugui", "chenggui"])
@@ -325,7 +369,7 @@ def test_a_worker_reads_only_its_tile_and_makes_the_same_pieces(
     base, _ = find_pieces(project, rules, layers, workers=1, tile_size=0)
     whole = RuleContext(project, layers, 1, levels)
     sides = {r.id: whole.side(r) for r in rules}
-    grid, keys = plan(layers, ["a", "b"], tile_size, whole.points)
+    grid, keys = plan(layers, ["a", "b"], tile_size, whole.tile_keys)
     assert len(keys) > 2
     fixed = multiplan.read_layers(project, ["u"])
     own = 0
@@ -334,7 +378,7 @@ def test_a_worker_reads_only_its_tile_and_makes_the_same_pieces(
         for name in ("a", "b"):  # a part of each plan, with the whole layer's ids
             assert len(lay[name]) < len(layers[name])
             assert set(lay[name].index) <= set(layers[name].index)
-        own += int((grid.keys(whole.points("a")) == key).sum())
+        own += int((whole.tile_keys("a", grid) == key).sum())
     assert own == len(layers["a"])
     worker_cache().clear()
     frames = [
@@ -499,7 +543,7 @@ def test_each_tile_gets_its_a_features_and_the_b_features_near_them(tmp_path, se
     layers = multiplan.read_layers(project)
     rules = read_rules(project)
     whole = RuleContext(project, layers, 1, build_levels(project, layers))
-    grid, keys = plan(layers, ["a", "b"], 1100, whole.points)
+    grid, keys = plan(layers, ["a", "b"], 1100, whole.tile_keys)
     inputs = TileInputs(project, rules, whole, grid, keys)
     assert inputs.names == ["a", "b", "z"]  # the units layer is given whole
     folder = inputs.folder
@@ -518,15 +562,14 @@ def test_each_tile_gets_its_a_features_and_the_b_features_near_them(tmp_path, se
             assert shapely.equals_exact(
                 part.geometry.to_numpy(), full.geometry.to_numpy()[pos], tolerance=0
             ).all()
-        mine = np.flatnonzero(grid.keys(whole.points("a")) == key)
+        mine = np.flatnonzero(whole.tile_keys("a", grid) == key)
         assert set(mine) <= set(layers["a"].index.get_indexer(lay["a"].index))
-        # the tile's points, taken from the whole layer's: those of its features
-        points = inputs.points(key)
-        assert set(points) == {r.a.layer for r in rules}
-        for name, xy in points.items():
-            np.testing.assert_array_equal(
-                xy, representative_points(lay[name].geometry.array)
-            )
+        # the tile's keys, taken from the whole layer's: those of its features
+        tile = inputs.feature_keys(key)
+        assert set(tile) == {(r.a.layer, grid) for r in rules}
+        for (name, _), got in tile.items():
+            xy = representative_points(lay[name].geometry.array)
+            np.testing.assert_array_equal(got, grid.keys(xy))
         own.append(mine)
         for rule in rules:  # the B features the whole layer's index finds near them
             in_tile = whole.tile_of(rule.a, grid) == key
