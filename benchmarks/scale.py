@@ -11,9 +11,11 @@ wall time, CPU time (user + system, with the child processes that ended: the
 work done, which a busy machine changes less than the wall time), peak memory
 (VmHWM of the process that runs the check: a cluster's workers are separate
 processes, not counted), pieces per second and the ratio of the naive script's
-time to each method's. With ``--repeat N`` the methods run N
-times in turn (naive, check, …, naive, check, …) and the run with the median time
-of each is shown: on a shared machine one run can be 20 % off either way. The
+time to each method's. With ``--repeat N`` the methods run in N
+rounds, each running every scale's methods in turn (naive, check, … at scale 1,
+then at scale 4), and the run with the median time of each is shown: on a shared
+machine one run can be 20 % off either way. How the time grows with the data is
+the median of the rounds' ratios, each from two runs made minutes apart. The
 outputs of every multiplan method must be byte-identical (conflicts.gpkg,
 summary.csv); the script exits 1 if not.
 
@@ -37,6 +39,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,6 +191,83 @@ def _spread(tries: list[dict[str, object]]) -> str:
     return "   (runs: " + " ".join(f"{float(r['seconds']):.2f}" for r in tries) + ")"  # type: ignore[arg-type]
 
 
+def _table(
+    scale: float, n: int, methods: list[str], tries: dict[str, list[dict[str, object]]]
+) -> dict[str, dict[str, object]]:
+    """Print one scale's table (each method's median run) and return those runs."""
+    print(
+        f"\nscale {scale:g}: {n:,} parcels (A) × {n // 5:,} (B) + {round(30 * scale)} zones"
+    )
+    print(
+        f"{'method':<10}{'seconds':>9}{'CPU s':>8}{'peak MB':>10}{'pieces':>11}{'pieces/s':>11}  naive ÷ method"
+    )
+    row: dict[str, dict[str, object]] = {}
+    for m in methods:
+        r = _median(tries[m])
+        row[m] = r
+        if "failed" in r:
+            print(f"{m:<10}  {r['failed']}")
+            continue
+        sec = float(r["seconds"])  # type: ignore[arg-type]
+        naive = row.get("naive", {})
+        base = float(naive["seconds"]) if "seconds" in naive else sec  # type: ignore[arg-type]
+        print(
+            f"{m:<10}{sec:>9.2f}{float(r['cpu_seconds']):>8.1f}"  # type: ignore[arg-type]
+            f"{float(r['peak_mb']):>10,.0f}{int(r['pieces']):>11,}"  # type: ignore[arg-type,call-overload]
+            f"{int(r['pieces']) / sec:>11,.0f}  {base / sec:.2f}" + _spread(tries[m])  # type: ignore[call-overload]
+        )
+    return row
+
+
+def _same_outputs(folder: Path, row: dict[str, dict[str, object]]) -> bool:
+    """Print whether every multiplan method wrote the same conflicts.gpkg and summary.csv."""
+    outs = [
+        folder / f"out-{m}"
+        for m in ("check", "one", "tiled", "cluster")
+        if m in row and "seconds" in row[m]
+    ]
+    ok = True
+    for name in ("conflicts.gpkg", "summary.csv"):
+        blobs = {o.name: (o / name).read_bytes() for o in outs}
+        same = len(set(blobs.values())) <= 1
+        ok &= same
+        print(
+            f"{name}: {'identical' if same else 'DIFFERENT'} across {', '.join(blobs)}"
+        )
+    return ok
+
+
+def _growth(
+    method: str,
+    times: float,
+    small: list[dict[str, object]],
+    large: list[dict[str, object]],
+) -> str:
+    """Return how time, CPU time and peak memory grew from the smaller scale to the larger.
+
+    Each figure is the median of the rounds' ratios (a round runs both scales
+    within minutes of each other); the time's ratio in every round follows.
+    """
+    pairs = [
+        (a, b)
+        for a, b in zip(small, large, strict=True)
+        if "seconds" in a and "seconds" in b
+    ]
+    if not pairs:
+        return f"{method}: no round ran at both scales"
+
+    def ratio(key: str) -> list[float]:
+        return [float(b[key]) / float(a[key]) for a, b in pairs]  # type: ignore[arg-type]
+
+    each = " ".join(f"{r:.2f}" for r in ratio("seconds"))
+    return (
+        f"{method}: {times:g}× the data: {statistics.median(ratio('seconds')):.2f}× the time, "
+        f"{statistics.median(ratio('cpu_seconds')):.2f}× the CPU time, "
+        f"{statistics.median(ratio('peak_mb')):.2f}× the peak memory "
+        f"(medians over {len(pairs)} rounds; the time in each: {each})"
+    )
+
+
 def main() -> int:
     """Generate each scale, run every method, print the table; exit 1 on a mismatch."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,68 +283,35 @@ def main() -> int:
         print(json.dumps(child(args.child, args.manifest, args.side)))
         return 0
     ok = True
+    methods = [
+        m for m in ("naive", "check", "one", "tiled", "cluster") if m not in args.skip
+    ]
     results: dict[float, dict[str, dict[str, object]]] = {}
-    for scale in args.scales:
-        with tempfile.TemporaryDirectory() as tmp:
-            manifest, n, side = prepare(Path(tmp), scale)
-            print(
-                f"\nscale {scale:g}: {n:,} parcels (A) × {n // 5:,} (B) + {round(30 * scale)} zones"
-            )
-            print(
-                f"{'method':<10}{'seconds':>9}{'CPU s':>8}{'peak MB':>10}{'pieces':>11}{'pieces/s':>11}  naive ÷ method"
-            )
-            methods = [
-                m
-                for m in ("naive", "check", "one", "tiled", "cluster")
-                if m not in args.skip
-            ]
-            row: dict[str, dict[str, object]] = {}
-            tries: dict[str, list[dict[str, object]]] = {m: [] for m in methods}
-            for _ in range(args.repeat):
+    tries: dict[float, dict[str, list[dict[str, object]]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        made = {}
+        for scale in args.scales:
+            folder = Path(tmp) / f"scale-{scale:g}"
+            folder.mkdir()
+            made[scale] = prepare(folder, scale)
+            tries[scale] = {m: [] for m in methods}
+        # rounds of every scale and method in turn: the scales are compared on
+        # runs made in the same minutes, which a shared machine's speed changes
+        for _ in range(args.repeat):
+            for scale in args.scales:
+                manifest, _n, side = made[scale]
                 for m in methods:
-                    tries[m].append(run(m, manifest, side))
-            for m in methods:
-                r = _median(tries[m])
-                row[m] = r
-                if "failed" in r:
-                    print(f"{m:<10}  {r['failed']}")
-                    ok = False
-                    continue
-                sec = float(r["seconds"])  # type: ignore[arg-type]
-                base = (
-                    float(row["naive"]["seconds"])
-                    if "seconds" in row.get("naive", {})
-                    else sec
-                )  # type: ignore[arg-type]
-                print(
-                    f"{m:<10}{sec:>9.2f}{float(r['cpu_seconds']):>8.1f}"  # type: ignore[arg-type]
-                    f"{float(r['peak_mb']):>10,.0f}{int(r['pieces']):>11,}"  # type: ignore[arg-type,call-overload]
-                    f"{int(r['pieces']) / sec:>11,.0f}  {base / sec:.2f}"  # type: ignore[call-overload]
-                    + _spread(tries[m])
-                )
-            outs = [
-                Path(tmp) / f"out-{m}"
-                for m in ("check", "one", "tiled", "cluster")
-                if m in row and "seconds" in row[m]
-            ]
-            for name in ("conflicts.gpkg", "summary.csv"):
-                blobs = {o.name: (o / name).read_bytes() for o in outs}
-                same = len(set(blobs.values())) <= 1
-                ok &= same
-                print(
-                    f"{name}: {'identical' if same else 'DIFFERENT'} across {', '.join(blobs)}"
-                )
-            results[scale] = row
+                    tries[scale][m].append(run(m, manifest, side))
+        for scale in args.scales:
+            manifest, n, side = made[scale]
+            results[scale] = _table(scale, n, methods, tries[scale])
+            ok &= _same_outputs(manifest.parent, results[scale])
+            ok &= all("seconds" in r for r in results[scale].values())
     if len(results) >= 2:
         s0, s1 = sorted(results)[:2]
         for m in ("check", "one", "tiled"):
-            a, b = results[s0].get(m, {}), results[s1].get(m, {})
-            if "seconds" in a and "seconds" in b:
-                print(
-                    f"{m}: {s1 / s0:g}× the data: {float(b['seconds']) / float(a['seconds']):.2f}× the time, "  # type: ignore[arg-type]
-                    f"{float(b['cpu_seconds']) / float(a['cpu_seconds']):.2f}× the CPU time, "  # type: ignore[arg-type]
-                    f"{float(b['peak_mb']) / float(a['peak_mb']):.2f}× the peak memory"  # type: ignore[arg-type]
-                )
+            if m in methods:
+                print(_growth(m, s1 / s0, tries[s0][m], tries[s1][m]))
     if "fuse" not in args.skip:
         with tempfile.TemporaryDirectory() as tmp:
             manifest, n, side = prepare(Path(tmp), args.fuse_scale)
