@@ -145,12 +145,14 @@ def area_mu(area_m2: float) -> float:
 
 PAYLOAD = '<img src=x onerror="window.__pwned=1">'
 TEMPLATE = "${window.__pwned2=1}`\\"
+JINJA = "{{ 'jin' ~ 'ja-ran' }}{% for x in [1] %}{% endfor %}"
+"""A Jinja2 template: run as one, it would print jinja-ran."""
 
 
 def make_hostile_project(tmp_path):
     """Write and load a project whose ids, names and titles carry HTML and template-literal payloads."""
     zone = gpd.GeoDataFrame(
-        {"zid": [PAYLOAD], "MC": [TEMPLATE]},
+        {"zid": [PAYLOAD], "MC": [TEMPLATE], "note": [JINJA]},
         geometry=[shapely.box(X0, Y0, X0 + 200, Y0 + 200)],
         crs="EPSG:4549",
     )
@@ -165,7 +167,9 @@ def make_hostile_project(tmp_path):
     zone.to_file(tmp_path / "zone.gpkg")
     plan.to_file(tmp_path / "plan.gpkg")
     (tmp_path / "pack.toml").write_text(
-        '[[rule]]\nid = "X1"\ntitle = "<b>标题</b>${1}"\na = { layer = "plan" }\nb = { layer = "zone" }\n',
+        '[[rule]]\nid = "X1"\ntitle = "<b>标题</b>${1}'
+        + JINJA
+        + '"\na = { layer = "plan" }\nb = { layer = "zone" }\n',
         encoding="utf-8",
     )
     (tmp_path / "project.toml").write_text(

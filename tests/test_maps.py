@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 import shapely
-from helpers import make_hostile_project, map_data, run_check
+from helpers import JINJA, make_hostile_project, map_data, run_check
 
 import multiplan
 from multiplan import mapdata
@@ -100,6 +100,22 @@ def test_map_html_is_self_contained_and_escapes_every_attribute(hostile):
     assert "\\u003cimg src=x onerror=" in data
     assert "<title>&lt;img src=x onerror=" in html
     assert len(result.pieces) == 2
+    # a Jinja2 template in an attribute or a title is text, never run
+    assert JINJA in data
+    assert "jinja-ran" not in html
+
+
+def test_the_map_element_runs_no_template_it_is_given(tmp_path):
+    import html
+
+    from multiplan.maps import MultiplanLayers, OneMap, map_html
+
+    m = OneMap()
+    m.add_child(MultiplanLayers({"layers": [{"name": JINJA}]}, title=JINJA))
+    page = map_html(m)
+    assert '{"layers":[{"name":"' + JINJA + '"}]}' in page  # the data, as it was
+    assert f"<title>{html.escape(JINJA)}</title>" in page
+    assert "jinja-ran" not in page
 
 
 def test_report_html_escapes_every_attribute(hostile):
