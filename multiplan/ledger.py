@@ -10,19 +10,24 @@ figures give the same bytes.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import re
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from multiplan.areas import to_mu
 from multiplan.labels import label
+from multiplan.workbook import Sheet, workbook_writer, write_workbook
+
+__all__ = [
+    "LEDGER_MAX_PIECES",
+    "Sheet",
+    "check_ledger",
+    "differences_ledger",
+    "workbook_writer",
+    "write_workbook",
+]
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-    from pathlib import Path
+    from collections.abc import Mapping, Sequence
 
     import pandas as pd
 
@@ -32,8 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FIXED_TIME = dt.datetime(2000, 1, 1)
-"""The creation time written into every workbook, so that the same figures give the same bytes."""
 LEDGER_MAX_PIECES = 100_000
 """Above this many pieces the per-rule sheets are left out of ledger.xlsx, saying so.
 
@@ -41,110 +44,6 @@ Excel writers need about 4 µs a cell: 284 000 pieces take 16 s, and a sheet hol
 most 1 048 576 rows. Every piece stays in conflicts.gpkg."""
 Column = tuple[str, str]
 """A ledger column: (header label key, kind) with kind ``text``, ``m2``, ``mu``, ``share``, ``yuan`` or ``int``."""
-
-
-class Sheet:
-    """One worksheet of a ledger: a header row, rows of values, and total rows."""
-
-    def __init__(self, name: str, columns: Sequence[tuple[str, str]]) -> None:
-        self.name = _sheet_name(name)
-        self.columns = list(columns)  # (header text, kind)
-        self.rows: list[list[Any]] = []
-        self.totals: list[list[Any]] = []
-
-
-def _sheet_name(name: str) -> str:
-    r"""Return a valid Excel sheet name: no ``[]:*?/\\``, at most 31 characters."""
-    return re.sub(r"[\[\]:*?/\\]", "_", name)[:31] or "sheet"
-
-
-def write_workbook(path: Path, sheets: Sequence[Sheet]) -> None:
-    """Write sheets to an .xlsx file at ``path``."""
-    import xlsxwriter
-
-    book = xlsxwriter.Workbook(
-        str(path),
-        {
-            "strings_to_formulas": False,
-            "strings_to_urls": False,
-            "strings_to_numbers": False,
-        },
-    )
-    book.set_properties({"created": FIXED_TIME, "author": "multiplan"})
-    head = book.add_format(
-        {
-            "bold": True,
-            "bg_color": "#EDEDED",
-            "border": 1,
-            "text_wrap": True,
-            "valign": "top",
-        }
-    )
-    fmt = {
-        "m2": book.add_format({"num_format": "#,##0.00"}),
-        "mu": book.add_format({"num_format": "#,##0.00"}),
-        "yuan": book.add_format({"num_format": "#,##0.00"}),
-        "share": book.add_format({"num_format": "0.00%"}),
-        "int": book.add_format({"num_format": "#,##0"}),
-        "text": None,
-    }
-    bold = {
-        k: book.add_format(
-            {"bold": True, **({"num_format": v.num_format} if v else {})}
-        )
-        for k, v in fmt.items()
-    }
-    used: set[str] = set()
-    for sheet in sheets:
-        name = sheet.name
-        n = 2
-        while name in used:
-            name = _sheet_name(f"{sheet.name[:28]}_{n}")
-            n += 1
-        used.add(name)
-        ws = book.add_worksheet(name)
-        for c, (title, kind) in enumerate(sheet.columns):
-            ws.write_string(0, c, title, head)
-            width = max(
-                len(title.encode("gbk", "replace")) + 2, 12 if kind != "text" else 10
-            )
-            ws.set_column(c, c, min(width, 40), fmt[kind])
-        r = 1
-        for row in sheet.rows:
-            _write_row(ws, r, row, sheet.columns, fmt)
-            r += 1
-        last = r - 1
-        for row in sheet.totals:
-            _write_row(ws, r, row, sheet.columns, bold)
-            r += 1
-        ws.freeze_panes(1, 0)
-        ws.autofilter(0, 0, max(last, 0), max(len(sheet.columns) - 1, 0))
-    book.close()
-
-
-def _write_row(
-    ws: Any,
-    r: int,
-    row: Sequence[Any],
-    columns: Sequence[tuple[str, str]],
-    fmt: Mapping[str, Any],
-) -> None:
-    for c, ((_, kind), value) in enumerate(zip(columns, row, strict=True)):
-        if value is None or (isinstance(value, float) and not np.isfinite(value)):
-            ws.write_blank(r, c, None, fmt[kind])
-        elif kind == "text":
-            ws.write_string(r, c, str(value), fmt[kind])
-        else:
-            ws.write_number(r, c, float(value), fmt[kind])
-
-
-def workbook_writer(sheets: Sequence[Sheet]) -> Callable[[Path], None]:
-    """Return a writer of a workbook (for an output set)."""
-
-    def write(path: Path) -> None:
-        write_workbook(path, sheets)
-
-    return write
 
 
 def _name(taxonomy: Taxonomy, code: object) -> str | None:

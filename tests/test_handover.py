@@ -174,6 +174,74 @@ def test_ledger_in_english_and_formula_safe(make, tmp_path):
     assert cell.data_type == "s"  # a string, never a formula
 
 
+def _sheets():
+    from multiplan.workbook import Sheet
+
+    sheet = Sheet("R1", [("编号", "text"), ("面积", "m2"), ("占比", "share")])
+    sheet.rows = [[f"=p{i}", i * 1.5, np.float64(0.25)] for i in range(300)]
+    sheet.rows.append([None, float("nan"), None])
+    sheet.totals = [["合计", 123.0, 1.0]]
+    return [sheet]
+
+
+def test_a_large_workbook_is_written_by_a_child_to_the_same_bytes(tmp_path):
+    from multiplan import workbook
+
+    here = tmp_path / "here.xlsx"
+    workbook.write_workbook(here, _sheets())
+    write = workbook.workbook_writer(_sheets(), ahead_cells=10)
+    ahead = write.__self__  # type: ignore[attr-defined]
+    assert isinstance(ahead, workbook.WorkbookAhead)
+    assert ahead.folder.is_dir()
+    write(tmp_path / "apart.xlsx")
+    assert (tmp_path / "apart.xlsx").read_bytes() == here.read_bytes()
+    assert not ahead.folder.exists()  # the child's folder goes once the file is placed
+    # a small workbook is written here, when its writer is called
+    small = workbook.workbook_writer(_sheets())
+    assert not hasattr(small, "__self__")
+    small(tmp_path / "small.xlsx")
+    assert (tmp_path / "small.xlsx").read_bytes() == here.read_bytes()
+
+
+def test_a_workbook_whose_child_fails_is_written_here(tmp_path, monkeypatch):
+    import sys
+
+    from multiplan import workbook
+
+    here = tmp_path / "here.xlsx"
+    workbook.write_workbook(here, _sheets())
+    # no child can be started: the writer writes here
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    failing = workbook.workbook_writer(_sheets(), ahead_cells=10)
+    assert not hasattr(failing, "__self__")
+    monkeypatch.undo()
+    # a child that fails (it cannot find its module) leaves the writing to this process
+    monkeypatch.setattr(workbook, "_CHILD_MODULE", "multiplan.no_such_module")
+    ahead = workbook.WorkbookAhead(_sheets())
+    for write in (failing, ahead.place):
+        out = tmp_path / "out.xlsx"
+        write(out)
+        assert out.read_bytes() == here.read_bytes()
+        out.unlink()
+    assert ahead._proc is not None
+    assert ahead._proc.returncode == 1
+    assert not ahead.folder.exists()
+
+
+def test_a_workbook_never_placed_leaves_no_child_and_no_folder(tmp_path):
+    import gc
+
+    from multiplan import workbook
+
+    ahead = workbook.WorkbookAhead(_sheets())
+    folder, proc = ahead.folder, ahead._proc
+    del ahead
+    gc.collect()
+    assert proc is not None
+    assert proc.poll() is not None  # ended, or stopped
+    assert not folder.exists()
+
+
 def test_differences_xlsx_is_the_patch_ledger(tmp_path):
     result = multiplan.fuse(multiplan.read_project(DEMO))
     result.write(tmp_path)
