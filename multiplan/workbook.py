@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import math
 import pickle
 import re
@@ -20,12 +21,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+
+logger = logging.getLogger(__name__)
 
 FIXED_TIME = dt.datetime(2000, 1, 1)
 """The creation time written into every workbook, so that the same figures give the same bytes."""
@@ -46,8 +50,12 @@ def _sheet_name(name: str) -> str:
     return re.sub(r"[\[\]:*?/\\]", "_", name)[:31] or "sheet"
 
 
-def write_workbook(path: Path, sheets: Sequence[Sheet]) -> None:
-    """Write sheets to an .xlsx file at ``path``."""
+def write_workbook(path: Path, sheets: Sequence[Sheet]) -> int:
+    """Write sheets to an .xlsx file at ``path``; return how many texts were cut.
+
+    A cell holds at most 32 767 characters (UTF-16 units): XlsxWriter cuts a
+    longer text without a word, so the cut cells are counted here.
+    """
     import xlsxwriter
 
     book = xlsxwriter.Workbook(
@@ -83,6 +91,7 @@ def write_workbook(path: Path, sheets: Sequence[Sheet]) -> None:
         for k, v in fmt.items()
     }
     used: set[str] = set()
+    cut = 0
     for sheet in sheets:
         name = sheet.name
         n = 2
@@ -99,15 +108,16 @@ def write_workbook(path: Path, sheets: Sequence[Sheet]) -> None:
             ws.set_column(c, c, min(width, 40), fmt[kind])
         r = 1
         for row in sheet.rows:
-            _write_row(ws, r, row, sheet.columns, fmt)
+            cut += _write_row(ws, r, row, sheet.columns, fmt)
             r += 1
         last = r - 1
         for row in sheet.totals:
-            _write_row(ws, r, row, sheet.columns, bold)
+            cut += _write_row(ws, r, row, sheet.columns, bold)
             r += 1
         ws.freeze_panes(1, 0)
         ws.autofilter(0, 0, max(last, 0), max(len(sheet.columns) - 1, 0))
     book.close()
+    return cut
 
 
 def _write_row(
@@ -116,14 +126,23 @@ def _write_row(
     row: Sequence[Any],
     columns: Sequence[tuple[str, str]],
     fmt: Mapping[str, Any],
-) -> None:
+) -> int:
+    """Write one row; return how many of its texts were cut to a cell's limit."""
+    cut = 0
     for c, ((_, kind), value) in enumerate(zip(columns, row, strict=True)):
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             ws.write_blank(r, c, None, fmt[kind])
         elif kind == "text":
-            ws.write_string(r, c, str(value), fmt[kind])
+            cut += ws.write_string(r, c, str(value), fmt[kind]) == _CUT
         else:
             ws.write_number(r, c, float(value), fmt[kind])
+    return cut
+
+
+_CUT = -2
+"""What XlsxWriter's ``write_string`` returns for a text it cut to 32 767 characters."""
+_CHILD_CUT = 3
+"""The child's exit code when a text was cut: the command then writes the workbook and says so."""
 
 
 _CHILD_MODULE = "multiplan.workbook"
@@ -147,9 +166,18 @@ def workbook_writer(
             return WorkbookAhead(sheets).place
 
     def write(path: Path) -> None:
-        write_workbook(path, sheets)
+        _say_cut(path, write_workbook(path, sheets))
 
     return write
+
+
+def _say_cut(path: Path, cut: int) -> None:
+    if cut:
+        logger.warning(
+            "%s: cells whose text was cut to the 32 767 characters an Excel cell holds: %d",
+            path.name,
+            cut,
+        )
 
 
 class WorkbookAhead:
@@ -195,7 +223,7 @@ class WorkbookAhead:
                 return
         finally:
             self._done()
-        write_workbook(path, self.sheets)
+        _say_cut(path, write_workbook(path, self.sheets))
 
 
 def _discard(folder: Path, proc: subprocess.Popen[bytes] | None) -> None:
@@ -207,11 +235,17 @@ def _discard(folder: Path, proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Write the sheets pickled at ``argv[0]`` (by :class:`WorkbookAhead`) as ``argv[1]``."""
+    """Write the sheets pickled at ``argv[0]`` (by :class:`WorkbookAhead`) as ``argv[1]``.
+
+    Any warning fails the child, and a text cut to a cell's 32 767 characters
+    ends it with exit 3 (its file is not used): the command then writes the
+    workbook itself, where warnings are handled and cut texts reported as in
+    any other write.
+    """
+    warnings.simplefilter("error")
     with Path(argv[0]).open("rb") as f:  # written by the parent, in its private folder
         sheets = pickle.load(f)
-    write_workbook(Path(argv[1]), sheets)
-    return 0
+    return _CHILD_CUT if write_workbook(Path(argv[1]), sheets) else 0
 
 
 if __name__ == "__main__":

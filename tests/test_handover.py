@@ -228,6 +228,32 @@ def test_a_workbook_whose_child_fails_is_written_here(tmp_path, monkeypatch):
     assert not ahead.folder.exists()
 
 
+def test_a_text_cut_to_a_cells_limit_is_reported_and_written_by_this_process(
+    tmp_path, caplog
+):
+    from multiplan import workbook
+
+    sheets = _sheets()
+    sheets[0].rows[0][0] = "长" * 40_000  # longer than an Excel cell holds
+    here = workbook.workbook_writer(sheets)
+    ahead = workbook.WorkbookAhead(sheets)
+    with caplog.at_level("WARNING", logger="multiplan.workbook"):
+        here(tmp_path / "here.xlsx")
+        ahead.place(tmp_path / "apart.xlsx")
+    assert ahead._proc is not None
+    assert ahead._proc.returncode == 3  # the child stopped at the cut text
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"{n}: cells whose text was cut to the 32 767 characters an Excel cell holds: 1"
+        for n in ("here.xlsx", "apart.xlsx")
+    ]
+    assert (tmp_path / "apart.xlsx").read_bytes() == (
+        tmp_path / "here.xlsx"
+    ).read_bytes()
+    cell = openpyxl.load_workbook(tmp_path / "here.xlsx")["R1"]["A2"].value
+    assert cell == "长" * 32_767
+
+
 def test_a_workbook_never_placed_leaves_no_child_and_no_folder(tmp_path):
     import gc
 
