@@ -50,11 +50,44 @@ def _sheet_name(name: str) -> str:
     return re.sub(r"[\[\]:*?/\\]", "_", name)[:31] or "sheet"
 
 
+EXCEL_ROWS = 1_048_576
+"""The rows an Excel worksheet holds (XlsxWriter leaves out, without a word, any beyond)."""
+
+
+def _parts(sheet: Sheet) -> list[Sheet]:
+    """Return a sheet cut into as many worksheets as its rows need, each with the header.
+
+    The parts after the first are named ``NAME (2)``, ``NAME (3)``, …; the total
+    rows go on the last.
+
+    Examples
+    --------
+    >>> big = Sheet("图斑", [("编号", "text")])
+    >>> big.rows = [[str(i)] for i in range(2 * EXCEL_ROWS)]
+    >>> big.totals = [["合计"]]
+    >>> [(p.name, len(p.rows), len(p.totals)) for p in _parts(big)]
+    [('图斑', 1048574, 0), ('图斑 (2)', 1048574, 0), ('图斑 (3)', 4, 1)]
+    """
+    room = EXCEL_ROWS - 1 - len(sheet.totals)  # below the header, above the totals
+    if len(sheet.rows) <= room:
+        return [sheet]
+    parts = []
+    for k, start in enumerate(range(0, len(sheet.rows), room), start=1):
+        part = Sheet(
+            sheet.name if k == 1 else f"{sheet.name[:25]} ({k})", sheet.columns
+        )
+        part.rows = sheet.rows[start : start + room]
+        parts.append(part)
+    parts[-1].totals = sheet.totals
+    return parts
+
+
 def write_workbook(path: Path, sheets: Sequence[Sheet]) -> int:
     """Write sheets to an .xlsx file at ``path``; return how many texts were cut.
 
     A cell holds at most 32 767 characters (UTF-16 units): XlsxWriter cuts a
-    longer text without a word, so the cut cells are counted here.
+    longer text without a word, so the cut cells are counted here. A sheet of
+    more rows than a worksheet holds goes on as many worksheets as it needs.
     """
     import xlsxwriter
 
@@ -92,7 +125,7 @@ def write_workbook(path: Path, sheets: Sequence[Sheet]) -> int:
     }
     used: set[str] = set()
     cut = 0
-    for sheet in sheets:
+    for sheet in (part for whole in sheets for part in _parts(whole)):
         name = sheet.name
         n = 2
         while name in used:

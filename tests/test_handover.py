@@ -254,6 +254,29 @@ def test_a_text_cut_to_a_cells_limit_is_reported_and_written_by_this_process(
     assert cell == "长" * 32_767
 
 
+def test_a_sheet_longer_than_a_worksheet_goes_on_over_several(tmp_path, monkeypatch):
+    from multiplan import workbook
+
+    monkeypatch.setattr(workbook, "EXCEL_ROWS", 10)  # a header, 8 rows and a total
+    sheet = workbook.Sheet("差异图斑台账", [("编号", "text"), ("面积", "m2")])
+    sheet.rows = [[f"P{i}", float(i)] for i in range(25)]
+    sheet.totals = [["合计", 300.0]]
+    workbook.write_workbook(tmp_path / "book.xlsx", [sheet])
+    book = openpyxl.load_workbook(tmp_path / "book.xlsx")
+    assert book.sheetnames == [
+        "差异图斑台账",
+        "差异图斑台账 (2)",
+        "差异图斑台账 (3)",
+        "差异图斑台账 (4)",
+    ]
+    rows = [_rows(book[n]) for n in book.sheetnames]
+    assert all(r[0] == ("编号", "面积") for r in rows)  # each part has the header
+    assert [len(r) for r in rows] == [9, 9, 9, 3]
+    every = [row for r in rows for row in r[1:]]
+    assert every[:-1] == [(f"P{i}", float(i)) for i in range(25)]  # none left out
+    assert every[-1] == ("合计", 300.0)  # the total once, on the last part
+
+
 def test_a_workbook_never_placed_leaves_no_child_and_no_folder(tmp_path):
     import gc
 
