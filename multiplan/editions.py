@@ -115,9 +115,9 @@ class DiffResult:
     def files(self, *, lang: Lang = "zh") -> dict[str, Writer]:
         """Return changes.gpkg, the transition tables, changes.xlsx and the map and report."""
         from multiplan.editions_out import changes_ledger, report_writer
-        from multiplan.ledger import workbook_writer
         from multiplan.maps import map_writer
         from multiplan.styles import CHANGES_STYLE
+        from multiplan.workbook import workbook_writer
 
         files: dict[str, Writer] = {
             "changes.gpkg": gpkg_writer(

@@ -16,9 +16,10 @@ import pandas as pd
 from multiplan.areas import to_ha, to_mu
 from multiplan.colours import CHANGE_COLOURS
 from multiplan.labels import label
-from multiplan.ledger import LEDGER_MAX_PIECES, Sheet
+from multiplan.ledger import LEDGER_MAX_PIECES
 from multiplan.levels import level_title
 from multiplan.report import escape as _e
+from multiplan.workbook import Sheet
 
 if TYPE_CHECKING:
     from collections.abc import Callable

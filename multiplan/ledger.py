@@ -15,16 +15,7 @@ from typing import TYPE_CHECKING
 
 from multiplan.areas import to_mu
 from multiplan.labels import label
-from multiplan.workbook import Sheet, workbook_writer, write_workbook
-
-__all__ = [
-    "LEDGER_MAX_PIECES",
-    "Sheet",
-    "check_ledger",
-    "differences_ledger",
-    "workbook_writer",
-    "write_workbook",
-]
+from multiplan.workbook import Sheet
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -98,8 +98,9 @@ class FuseResult:
 
     def files(self, *, lang: Lang = "zh") -> dict[str, Writer]:
         """Return onemap.gpkg, onemap.html (and the differences with compare) as writers."""
-        from multiplan.ledger import differences_ledger, workbook_writer
+        from multiplan.ledger import differences_ledger
         from multiplan.maps import map_writer
+        from multiplan.workbook import workbook_writer
 
         files: dict[str, Writer] = {
             "onemap.gpkg": gpkg_writer(self.faces, layer="onemap")

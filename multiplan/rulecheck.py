@@ -156,8 +156,9 @@ class CheckResult:
     ) -> dict[str, Writer]:
         """Return the output set of SPEC §6 as file name → writer, without writing it."""
         from multiplan.io import csv_writer, json_writer
-        from multiplan.ledger import check_ledger, workbook_writer
+        from multiplan.ledger import check_ledger
         from multiplan.report import report_writer
+        from multiplan.workbook import workbook_writer
 
         files: dict[str, Writer] = {
             "conflicts.gpkg": functools.partial(
