@@ -33,6 +33,16 @@ logger = logging.getLogger(__name__)
 
 FIXED_TIME = dt.datetime(2000, 1, 1)
 """The creation time written into every workbook, so that the same figures give the same bytes."""
+EXCEL_ROWS = 1_048_576
+"""The rows an Excel worksheet holds (XlsxWriter leaves out, without a word, any beyond)."""
+AHEAD_CELLS = 100_000
+"""From this many cells (about 0.8 s of writing) a workbook is written by a child process."""
+_CHILD_MODULE = "multiplan.workbook"
+"""The module the child runs (``python -m``)."""
+_CUT = -2
+"""What XlsxWriter's ``write_string`` returns for a text it cut to 32 767 characters."""
+_CHILD_CUT = 3
+"""The child's exit code when a text was cut: the command then writes the workbook and says so."""
 
 
 class Sheet:
@@ -48,10 +58,6 @@ class Sheet:
 def _sheet_name(name: str) -> str:
     r"""Return a valid Excel sheet name: no ``[]:*?/\\``, at most 31 characters."""
     return re.sub(r"[\[\]:*?/\\]", "_", name)[:31] or "sheet"
-
-
-EXCEL_ROWS = 1_048_576
-"""The rows an Excel worksheet holds (XlsxWriter leaves out, without a word, any beyond)."""
 
 
 def _parts(sheet: Sheet) -> list[Sheet]:
@@ -170,18 +176,6 @@ def _write_row(
         else:
             ws.write_number(r, c, float(value), fmt[kind])
     return cut
-
-
-_CUT = -2
-"""What XlsxWriter's ``write_string`` returns for a text it cut to 32 767 characters."""
-_CHILD_CUT = 3
-"""The child's exit code when a text was cut: the command then writes the workbook and says so."""
-
-
-_CHILD_MODULE = "multiplan.workbook"
-"""The module the child runs (``python -m``)."""
-AHEAD_CELLS = 100_000
-"""From this many cells (about 0.8 s of writing) a workbook is written by a child process."""
 
 
 def workbook_writer(
